@@ -1,0 +1,21 @@
+//! Quern's RabbitMQ adapter (lapin 4).
+//!
+//! - [`connection`]: connecting with a name the management UI shows, without ever printing the URL's password;
+//! - [`topology`]: declaring the work exchange, the quorum ingest queue and the dead-letter queue, idempotently;
+//! - [`publish`]: persistent, mandatory publishes whose broker confirm is awaited (nack, return or a missing confirm is an error);
+//! - [`headers`]: Quern's own message headers (RabbitMQ 4 ignores client-set `x-` headers);
+//! - [`error`]: [`QueueError`], which knows whether retrying can help.
+
+pub mod connection;
+pub mod error;
+pub mod headers;
+pub mod publish;
+pub mod topology;
+
+pub use connection::{connect, redact_url};
+pub use error::QueueError;
+pub use publish::{enable_confirms, publish, PendingConfirm, DEFAULT_CONFIRM_TIMEOUT};
+pub use topology::{declare_topology, QueueArguments};
+
+/// Re-exported so callers name lapin types through one path.
+pub use lapin;

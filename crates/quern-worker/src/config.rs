@@ -1,0 +1,171 @@
+//! Worker settings, from flags or `QUERN_*` environment variables (flags win). `--help` shows each default.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, ValueEnum};
+use quern_core::chunk::{DEFAULT_MAX_CHARS, DEFAULT_OVERLAP_CHARS};
+use quern_core::Topology;
+use quern_embed::{EmbeddingClientConfig, PoolConfig, RetryPolicy};
+use quern_store::StoreConfig;
+use secrecy::SecretString;
+
+fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(value.to_owned()))
+}
+
+fn topology(value: &str) -> Result<Topology, String> {
+    Topology::new(value).map_err(|e| e.to_string())
+}
+
+/// Where the broker is and which names to use on it.
+#[derive(Debug, Clone, Args)]
+pub struct BrokerArgs {
+    /// RabbitMQ URL (a password in it is never logged).
+    #[arg(long, env = "QUERN_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", value_parser = secret, hide_env_values = true)]
+    pub amqp_url: SecretString,
+    /// Prefix of every exchange and queue name: `<prefix>` exchange, `<prefix>.ingest` and `<prefix>.dead` queues.
+    #[arg(long = "queue-prefix", env = "QUERN_QUEUE_PREFIX", default_value = "quern", value_parser = topology)]
+    pub topology: Topology,
+}
+
+/// Where Postgres is and how long to wait for it.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Postgres URL; the database needs the pgvector extension (a password in it is never logged).
+    #[arg(long, env = "QUERN_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5433/postgres", value_parser = secret, hide_env_values = true)]
+    pub database_url: SecretString,
+    /// Largest number of pooled database connections.
+    #[arg(long, env = "QUERN_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: usize,
+    /// Server-side statement timeout, in seconds.
+    #[arg(long, env = "QUERN_DB_STATEMENT_TIMEOUT_SECS", default_value_t = 60)]
+    pub db_statement_timeout_secs: u64,
+}
+
+impl DatabaseArgs {
+    /// The store settings.
+    pub fn store_config(&self) -> StoreConfig {
+        let mut config = StoreConfig::new("");
+        config.url = self.database_url.clone();
+        config.max_connections = self.db_max_connections.max(1);
+        config.statement_timeout = Duration::from_secs(self.db_statement_timeout_secs.max(1));
+        config.operation_timeout = config.statement_timeout + Duration::from_secs(30);
+        config
+    }
+}
+
+/// Which embedding API to call.
+#[derive(Debug, Clone, Args)]
+pub struct EmbeddingArgs {
+    /// OpenAI-compatible embedding API: a base URL (`/v1/embeddings` is appended), a URL ending in `/v1`, or the
+    /// full endpoint. The default is the fake embedder started by the quickstart.
+    #[arg(long, env = "QUERN_EMBEDDING_URL", default_value = "http://127.0.0.1:8089")]
+    pub embedding_url: String,
+    /// Model name sent with each request; stored with each document.
+    #[arg(long, env = "QUERN_EMBEDDING_MODEL", default_value = "quern-fake-lexical")]
+    pub embedding_model: String,
+    /// Bearer API key, if the provider needs one (never logged).
+    #[arg(long, env = "QUERN_EMBEDDING_API_KEY", value_parser = secret, hide_env_values = true)]
+    pub embedding_api_key: Option<SecretString>,
+    /// Dimension of the vectors; the `vector(D)` column is created with it and every answer is checked against it.
+    #[arg(long, env = "QUERN_EMBEDDING_DIM", default_value_t = 384, value_parser = clap::value_parser!(u32).range(1..=16000))]
+    pub embedding_dim: u32,
+    /// Timeout of one embedding request, in seconds.
+    #[arg(long, env = "QUERN_EMBEDDING_TIMEOUT_SECS", default_value_t = 30)]
+    pub embedding_timeout_secs: u64,
+}
+
+impl EmbeddingArgs {
+    /// The client settings.
+    pub fn client_config(&self) -> EmbeddingClientConfig {
+        EmbeddingClientConfig {
+            url: self.embedding_url.clone(),
+            model: self.embedding_model.clone(),
+            api_key: self.embedding_api_key.clone(),
+            dimension: self.embedding_dim as usize,
+            request_timeout: Duration::from_secs(self.embedding_timeout_secs.max(1)),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Everything `quern-worker` needs.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "quern-worker",
+    version,
+    about = "Consume Quern ingestion jobs: chunk, embed, store in Postgres/pgvector."
+)]
+pub struct WorkerConfig {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub embedding: EmbeddingArgs,
+    /// Embedding requests in flight at once, shared by every job of this process.
+    #[arg(long, env = "QUERN_EMBEDDING_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub embedding_concurrency: u32,
+    /// Chunks per embedding request.
+    #[arg(long, env = "QUERN_BATCH_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub batch_size: u32,
+    /// Unacknowledged jobs the broker hands this worker at once (AMQP prefetch). Size it so the embedding pool
+    /// stays busy: about concurrency × batch size ÷ chunks per document (16 × 32 ÷ ~10 ≈ 50 for 8 KB documents).
+    #[arg(long, env = "QUERN_PREFETCH", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    pub prefetch: u16,
+    /// Largest chunk, in characters.
+    #[arg(long, env = "QUERN_CHUNK_SIZE", default_value_t = DEFAULT_MAX_CHARS)]
+    pub chunk_size: usize,
+    /// Characters shared by neighbouring chunks; must be smaller than the chunk size.
+    #[arg(long, env = "QUERN_CHUNK_OVERLAP", default_value_t = DEFAULT_OVERLAP_CHARS)]
+    pub chunk_overlap: usize,
+    /// Apply pending database migrations at start.
+    #[arg(long, env = "QUERN_MIGRATE", default_value_t = false)]
+    pub migrate: bool,
+    /// Seconds to finish in-flight jobs after SIGTERM before giving them back to the broker.
+    #[arg(long, env = "QUERN_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+    /// Seconds to wait before handing a transiently failed job back to the broker (avoids a hot requeue loop).
+    #[arg(long, env = "QUERN_RETRY_DELAY_SECS", default_value_t = 1)]
+    pub retry_delay_secs: u64,
+    /// This worker's name in logs, dead-letter headers and the broker's consumer list (default: host-pid).
+    #[arg(long, env = "QUERN_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Log format.
+    #[arg(long, env = "QUERN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl WorkerConfig {
+    /// The embedding pool settings.
+    pub fn pool_config(&self) -> PoolConfig {
+        PoolConfig {
+            batch_size: self.batch_size as usize,
+            max_in_flight: self.embedding_concurrency as usize,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// The configured worker id, or `host-pid`.
+    pub fn worker_id(&self) -> String {
+        self.worker_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+            let host = if host.is_empty() { "worker".to_owned() } else { host };
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
+    /// Grace period for in-flight jobs at shutdown.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}

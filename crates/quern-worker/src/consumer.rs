@@ -1,0 +1,195 @@
+//! The broker session: consume, process each delivery in its own task, map its outcome to the broker, and
+//! drain on shutdown. After broker trouble the session is rebuilt (connection, channel, topology, prefetch).
+
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::{FutureExt, StreamExt};
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use quern_core::{Chunker, ErrorClass, Outcome};
+use quern_embed::{EmbeddingClient, EmbeddingPool};
+use quern_queue::QueueArguments;
+use quern_store::Store;
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::dead_letter::{DeadLetterPublisher, DeadReason};
+use crate::{Pipeline, WorkerConfig};
+
+/// Longest pause between two reconnection attempts.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
+
+/// Builds the pipeline from the configuration: checks the database answers (migrating it if asked) and that
+/// the chunk settings make sense.
+pub async fn build_pipeline(config: &WorkerConfig) -> anyhow::Result<Pipeline> {
+    let chunker =
+        Chunker::new(config.chunk_size, config.chunk_overlap).context("invalid --chunk-size / --chunk-overlap")?;
+    let client = EmbeddingClient::new(&config.embedding.client_config()).context("invalid embedding settings")?;
+    let store = Store::connect(&config.database.store_config()).context("invalid --database-url")?;
+    let dimension = config.embedding.embedding_dim as usize;
+    if config.migrate {
+        store.migrate(dimension).await.context("applying database migrations")?;
+    } else {
+        store.ping().await.context("connecting to the database")?;
+    }
+    store.check_dimension(dimension).await.context("checking --embedding-dim against the database")?;
+    Ok(Pipeline::new(chunker, EmbeddingPool::new(client, config.pool_config()), store))
+}
+
+/// Runs the worker until `shutdown` is cancelled, then lets in-flight jobs finish within the grace period.
+/// Broker failures do not end it: the session is rebuilt with growing, jittered delays.
+pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let pipeline = build_pipeline(&config).await?;
+    run_with_pipeline(&config, pipeline, shutdown).await
+}
+
+/// [`run`] with a pipeline built by the caller (tests inject their own).
+pub async fn run_with_pipeline(
+    config: &WorkerConfig,
+    pipeline: Pipeline,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let worker_id = config.worker_id();
+    let tracker = TaskTracker::new();
+    let mut delay = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        match consume_session(config, &pipeline, &tracker, &shutdown, &worker_id).await {
+            Ok(()) => break,
+            Err(error) => {
+                let jittered = delay.mul_f64(0.5 + rand_fraction() / 2.0);
+                tracing::warn!(error = %format!("{error:#}"), retry_in_ms = jittered.as_millis() as u64, "broker session ended; reconnecting");
+                tokio::select! {
+                    () = tokio::time::sleep(jittered) => {}
+                    () = shutdown.cancelled() => {}
+                }
+                delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+            }
+        }
+    }
+    // Jobs of a session that died are still finishing; their acks fail and the broker redelivers them.
+    tracker.close();
+    if tokio::time::timeout(config.shutdown_grace(), tracker.wait()).await.is_err() {
+        tracing::warn!(
+            in_flight = tracker.len(),
+            "grace period over with jobs still running; the broker will redeliver them"
+        );
+    }
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// One connection's life. `Ok` means shutdown was requested and in-flight jobs were drained.
+async fn consume_session(
+    config: &WorkerConfig,
+    pipeline: &Pipeline,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+    worker_id: &str,
+) -> anyhow::Result<()> {
+    let topology = &config.broker.topology;
+    let connection =
+        quern_queue::connect(config.broker.amqp_url.expose_secret(), &format!("quern-worker {worker_id}")).await?;
+    let channel = connection.create_channel().await.context("opening a channel")?;
+    quern_queue::declare_topology(&channel, topology, QueueArguments::default()).await?;
+    // Re-applied on every session: a recovered channel would otherwise consume with unbounded prefetch.
+    channel.basic_qos(config.prefetch, BasicQosOptions::default()).await.context("setting prefetch")?;
+    let dead_letters = DeadLetterPublisher::open(&connection, topology, worker_id).await?;
+    let queue = topology.ingest_queue();
+    let consumer_tag = format!("quern-worker-{worker_id}-{}", uuid::Uuid::new_v4().simple());
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            consumer_tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .context("starting the consumer")?;
+    tracing::info!(%queue, prefetch = config.prefetch, "consuming");
+
+    let retry_delay = Duration::from_secs(config.retry_delay_secs);
+    let ended = loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break Ok(()),
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    tracker.spawn(handle_delivery(pipeline.clone(), dead_letters.clone(), delivery, retry_delay));
+                }
+                Some(Err(error)) => break Err(anyhow::Error::new(error).context("consumer failed")),
+                None => break Err(anyhow::anyhow!("the broker cancelled the consumer")),
+            },
+        }
+    };
+    if ended.is_ok() {
+        tracing::info!(in_flight = tracker.len(), "shutdown requested: no new jobs; finishing in-flight ones");
+        if let Err(error) = channel.basic_cancel(consumer_tag.as_str().into(), BasicCancelOptions::default()).await {
+            tracing::warn!(%error, "cancelling the consumer failed");
+        }
+        // Drain while the channel is open, or the acks would be lost. Prefetched deliveries not yet started
+        // stay unacked and return to the queue when the channel closes.
+        tracker.close();
+        if tokio::time::timeout(config.shutdown_grace(), tracker.wait()).await.is_err() {
+            tracing::warn!(in_flight = tracker.len(), "grace period over; unfinished jobs go back to the broker");
+        }
+        let _ = channel.close(200, "worker shutting down".into()).await;
+        let _ = connection.close(200, "worker shutting down".into()).await;
+    }
+    ended
+}
+
+/// Processes one delivery and settles it with the broker. The only place an outcome becomes an ack, a
+/// requeue or a dead letter.
+async fn handle_delivery(
+    pipeline: Pipeline,
+    dead_letters: DeadLetterPublisher,
+    delivery: Delivery,
+    retry_delay: Duration,
+) {
+    // A panic in one job must not take the worker down: it becomes that job's dead letter.
+    let outcome =
+        AssertUnwindSafe(pipeline.process_delivery(&delivery.data)).catch_unwind().await.unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            tracing::error!(%message, "job panicked");
+            Outcome::DeadLetter { reason: "panic".into(), detail: format!("the job panicked: {message}") }
+        });
+    let settled = match outcome {
+        Outcome::Ack => delivery.ack(BasicAckOptions::default()).await,
+        Outcome::Retry { .. } => {
+            // First cut of retries: hand the job back after a pause, so a failing dependency is not hammered.
+            tokio::time::sleep(retry_delay).await;
+            delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await
+        }
+        Outcome::DeadLetter { reason, detail } => {
+            let why = DeadReason { class: ErrorClass::Permanent, reason: &reason, detail: &detail };
+            match dead_letters.publish(&delivery, why).await {
+                Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+                Err(error) => {
+                    tracing::error!(%error, "could not dead-letter the message; returning it to the queue");
+                    tokio::time::sleep(retry_delay).await;
+                    delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await
+                }
+            }
+        }
+    };
+    match settled {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!("the channel is gone; the broker will redeliver this job"),
+        Err(error) => tracing::warn!(%error, "settling the delivery failed; the broker will redeliver this job"),
+    }
+}
+
+/// A fraction in [0, 1) for jitter, without a random-number crate: the sub-second clock is noise enough.
+fn rand_fraction() -> f64 {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    f64::from(nanos % 1000) / 1000.0
+}

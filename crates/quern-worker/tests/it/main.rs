@@ -1,0 +1,8 @@
+//! Worker integration tests against real RabbitMQ, real Postgres with pgvector and the fake embedder over HTTP.
+//! One test binary (compiled once); every test has its own queue prefix and database.
+
+mod dead_letters;
+mod end_to_end;
+mod helpers;
+mod reingest;
+mod shutdown;
