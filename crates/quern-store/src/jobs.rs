@@ -93,6 +93,8 @@ pub struct FinishedCounts {
     pub succeeded: u64,
     /// Jobs in the dead-letter queue.
     pub dead: u64,
+    /// Chunks written by the succeeded jobs.
+    pub chunks: u64,
 }
 
 impl Store {
@@ -191,7 +193,8 @@ impl Store {
             let client = self.client().await?;
             let row = client
                 .query_one(
-                    "SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status = 'dead')
+                    "SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status = 'dead'),
+                            coalesce(sum(chunk_count) FILTER (WHERE status = 'succeeded'), 0)::int8
                      FROM quern_jobs WHERE job_id = ANY($1)",
                     &[&job_ids],
                 )
@@ -199,7 +202,8 @@ impl Store {
                 .map_err(StoreError::db("count finished jobs"))?;
             let succeeded: i64 = row.get(0);
             let dead: i64 = row.get(1);
-            Ok(FinishedCounts { succeeded: succeeded as u64, dead: dead as u64 })
+            let chunks: i64 = row.get(2);
+            Ok(FinishedCounts { succeeded: succeeded as u64, dead: dead as u64, chunks: chunks as u64 })
         })
         .await
     }

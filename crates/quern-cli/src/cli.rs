@@ -1,0 +1,99 @@
+//! The command line: subcommands and their flags (each also readable from a `QUERN_*` variable).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use quern_worker::config::{BrokerArgs, DatabaseArgs, EmbeddingArgs};
+
+/// Enqueue documents for Quern workers, follow their jobs, and search what they stored.
+#[derive(Debug, Parser)]
+#[command(name = "quern", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending database migrations (idempotent; safe to run from several places at once).
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Dimension of the `vector(D)` column; must match the embedding model.
+        #[arg(long, env = "QUERN_EMBEDDING_DIM", default_value_t = 384)]
+        embedding_dim: u32,
+    },
+    /// Enqueue documents: files, directories (walked recursively) or `-` for stdin.
+    Enqueue(EnqueueArgs),
+    /// Enqueue the deletion of documents.
+    Delete {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// Collection holding the documents.
+        #[arg(long, env = "QUERN_COLLECTION")]
+        collection: String,
+        /// Ids of the documents to delete.
+        #[arg(required = true)]
+        document_ids: Vec<String>,
+    },
+    /// Show what happened to a job.
+    Status {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The job id printed by `quern enqueue` or returned by the producer.
+        job_id: uuid::Uuid,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find the chunks nearest to a query (the query is embedded with the configured embedding API).
+    Search {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        embedding: EmbeddingArgs,
+        /// What to look for.
+        query: String,
+        /// Collection to search.
+        #[arg(long, env = "QUERN_COLLECTION")]
+        collection: String,
+        /// Number of chunks to return.
+        #[arg(short = 'k', long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        k: u32,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Files or directories to enqueue (`-` reads one document from stdin and needs --document-id).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Collection the documents belong to.
+    #[arg(long, env = "QUERN_COLLECTION")]
+    pub collection: String,
+    /// Document id for a document read from stdin (files use their path relative to the directory given).
+    #[arg(long)]
+    pub document_id: Option<String>,
+    /// Only files with these extensions when walking directories (comma-separated; empty = every file).
+    #[arg(long, value_delimiter = ',', default_value = "txt,md,markdown,text,rst,html,htm")]
+    pub extensions: Vec<String>,
+    /// Jobs published per confirmed batch.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub batch: u32,
+    /// After enqueueing, show a progress bar until every job has succeeded or died (needs the database).
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds (exit status 3).
+    #[arg(long, default_value_t = 600)]
+    pub wait_timeout_secs: u64,
+    /// Print each job id with its document id.
+    #[arg(long)]
+    pub print_ids: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}

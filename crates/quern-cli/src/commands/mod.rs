@@ -1,0 +1,24 @@
+//! One module per subcommand; [`run`] dispatches.
+
+mod delete;
+mod enqueue;
+mod migrate;
+mod search;
+mod status;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+/// Runs the chosen subcommand; the exit code says how it went.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Migrate { database, embedding_dim } => migrate::run(&database, embedding_dim as usize).await,
+        Command::Enqueue(args) => enqueue::run(args).await,
+        Command::Delete { broker, collection, document_ids } => delete::run(&broker, &collection, &document_ids).await,
+        Command::Status { database, job_id, json } => status::run(&database, job_id, json).await,
+        Command::Search { database, embedding, query, collection, k, json } => {
+            search::run(&database, &embedding, &query, &collection, k as usize, json).await
+        }
+    }
+}

@@ -1,0 +1,72 @@
+# shellcheck shell=bash
+# Small helpers shared by Quern's scripts. Source it; don't run it.
+#
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#
+# Everything here logs to stderr, so a script's stdout stays free for
+# machine-readable output (services.sh prints `export` lines there).
+
+# Repository root, resolved from this file's location (works from any cwd).
+QUERN_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+export QUERN_ROOT
+
+quern_log() { printf '[quern] %s\n' "$*" >&2; }
+quern_warn() { printf '[quern] WARNING: %s\n' "$*" >&2; }
+quern_die() {
+    printf '[quern] ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+quern_have() { command -v "$1" >/dev/null 2>&1; }
+
+# Run a command as root: directly when we are root, else through sudo.
+quern_as_root() {
+    if [[ ${EUID:-$(id -u)} -eq 0 ]]; then
+        "$@"
+    elif quern_have sudo; then
+        sudo -- "$@"
+    else
+        quern_die "need root for: $* (not root and no sudo)"
+    fi
+}
+
+# True when something accepts a TCP connection on host:port.
+quern_tcp_open() {
+    # shellcheck disable=SC2016  # $0 and $1 expand in the inner bash
+    timeout 3 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$1" "$2" 2>/dev/null
+}
+
+# True when host:port speaks AMQP 0-9-1: send the protocol header and expect
+# the first byte of a method frame (type 1, Connection.Start) back.
+quern_amqp_answers() {
+    local reply
+    # shellcheck disable=SC2016  # $0 and $1 expand in the inner bash
+    reply="$(timeout 5 bash -c '
+        exec 3<>"/dev/tcp/$0/$1" || exit 1
+        printf "AMQP\x00\x00\x09\x01" >&3
+        head -c 1 <&3 | od -An -tx1
+    ' "$1" "$2" 2>/dev/null)" || return 1
+    [[ ${reply//[[:space:]]/} == 01 ]]
+}
+
+# True when host is a loopback name or address (we only ever start local servers).
+quern_is_loopback() {
+    case "$1" in
+    localhost | 127.* | ::1 | '[::1]') return 0 ;;
+    *) return 1 ;;
+    esac
+}
+
+# Wait until "$@" succeeds, polling every half second, for at most $1 seconds.
+# Usage: quern_wait_for SECONDS DESCRIPTION COMMAND [ARGS...]
+quern_wait_for() {
+    local limit=$1 what=$2 start=$SECONDS
+    shift 2
+    until "$@"; do
+        if ((SECONDS - start >= limit)); then
+            quern_warn "gave up waiting for $what after ${limit}s"
+            return 1
+        fi
+        sleep 0.5
+    done
+}
