@@ -7,7 +7,7 @@
 #    -- unless QUERN_TEST_AMQP_URL and QUERN_TEST_DATABASE_URL are both set
 #    already, in which case the tests use those services as they are;
 # 2. exports QUERN_TEST_AMQP_URL and QUERN_TEST_DATABASE_URL, which the tests read;
-# 3. runs `cargo test --workspace --all-targets`.
+# 3. runs the doctests, then `cargo test --workspace --all-targets`.
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -53,4 +53,6 @@ if ! quern_have cargo; then
 fi
 quern_log "$(cargo --version)"
 
+# `--all-targets` leaves out doctests (the producer's axum example among them): run them too.
+cargo test --workspace --doc "$@"
 exec cargo test --workspace --all-targets "$@"
