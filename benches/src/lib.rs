@@ -20,7 +20,7 @@ pub fn sample_document(bytes: usize) -> String {
         if words_in_sentence == 14 {
             text.push_str(". ");
             words_in_sentence = 0;
-            if (state >> 20) % 5 == 0 {
+            if (state >> 20).is_multiple_of(5) {
                 text.push_str("\n\n");
             }
         } else {
