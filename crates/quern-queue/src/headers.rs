@@ -23,6 +23,26 @@ pub const FIRST_FAILURE_AT_MS: &str = "quern-first-failure-at-ms";
 /// When the last failure happened, in milliseconds since the Unix epoch.
 pub const LAST_FAILURE_AT_MS: &str = "quern-last-failure-at-ms";
 
+/// How many times `quern dlq replay` has sent this message back to work.
+pub const REPLAY_COUNT: &str = "quern-replay-count";
+/// When the message was last replayed, in milliseconds since the Unix epoch.
+pub const REPLAYED_AT_MS: &str = "quern-replayed-at-ms";
+/// When the message entered the dead-letter queue, in milliseconds since the Unix epoch.
+pub const DEAD_AT_MS: &str = "quern-dead-at-ms";
+
+/// Headers that describe one trip through the dead-letter queue; a replay removes them (and resets
+/// [`ATTEMPTS`]) so the replayed job starts afresh, keeping only [`REPLAY_COUNT`].
+pub const DEAD_LETTER_HEADERS: &[&str] = &[
+    ATTEMPTS,
+    REASON_CLASS,
+    REASON,
+    ERROR,
+    WORKER_ID,
+    FIRST_FAILURE_AT_MS,
+    LAST_FAILURE_AT_MS,
+    DEAD_AT_MS,
+];
+
 /// Sets a string header.
 pub fn set_str(table: &mut FieldTable, key: &str, value: &str) {
     table.insert(key.into(), AMQPValue::LongString(LongString::from(value)));

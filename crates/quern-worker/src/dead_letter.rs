@@ -62,6 +62,7 @@ impl DeadLetterPublisher {
         headers::set_i64(&mut table, headers::ATTEMPTS, attempts);
         headers::set_i64(&mut table, headers::FIRST_FAILURE_AT_MS, first_failure);
         headers::set_i64(&mut table, headers::LAST_FAILURE_AT_MS, now_ms);
+        headers::set_i64(&mut table, headers::DEAD_AT_MS, now_ms);
         headers::set_str(&mut table, headers::WORKER_ID, &self.worker_id);
         headers::set_str(&mut table, headers::ORIGINAL_EXCHANGE, &exchange);
         headers::set_str(&mut table, headers::ORIGINAL_ROUTING_KEY, &routing_key);
