@@ -4,15 +4,21 @@
 //! - [`chunk`]: splitting a document into overlapping chunks by characters;
 //! - [`topology`]: the exchange, queue and routing-key names every component derives from one prefix;
 //! - [`outcome`]: a message's fate and the error classes that decide it;
+//! - [`retry`]: the job-level retry policy (attempts, delay tiers) as a value;
+//! - [`limits`]: the largest job a worker accepts;
 //! - [`digest`]: content hashes used to recognise unchanged documents.
 
 pub mod chunk;
 pub mod digest;
 pub mod job;
+pub mod limits;
 pub mod outcome;
+pub mod retry;
 pub mod topology;
 
 pub use chunk::{Chunker, ChunkerError};
 pub use job::{ContractError, Job, JobOp, RejectedBody};
-pub use outcome::{ErrorClass, Outcome};
+pub use limits::{LimitExceeded, Limits};
+pub use outcome::{ErrorClass, Failure, Outcome};
+pub use retry::{RetryDecision, RetryPolicy};
 pub use topology::{Topology, TopologyError};

@@ -1,6 +1,7 @@
 //! A message's fate, decided once per delivery and mapped to the broker in exactly one place (the worker).
 
 use std::fmt;
+use std::time::Duration;
 
 /// Whether trying again can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,21 +28,36 @@ impl fmt::Display for ErrorClass {
     }
 }
 
+/// Why an attempt failed, for headers, logs and `quern_jobs.last_error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Transient or permanent.
+    pub class: ErrorClass,
+    /// Short machine-readable cause, e.g. `contract`, `embedding_rejected`, `limit_chunks`.
+    pub reason: String,
+    /// The full message a person reads.
+    pub detail: String,
+}
+
 /// What to do with a delivery once its processing is over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Work committed (or nothing to do): acknowledge.
     Ack,
-    /// A transient failure: hand the message back for another attempt.
+    /// A transient failure: park the message in the delay queue of `after`, then try again.
     Retry {
-        /// Why, for the logs and `quern_jobs.last_error`.
-        reason: String,
+        /// Delay tier to wait in.
+        after: Duration,
+        /// Failed attempts so far, carried in the message's attempt header.
+        failed_attempts: u32,
+        /// What went wrong.
+        failure: Failure,
     },
-    /// A failure no retry can fix: move the message to the dead-letter queue with its reason.
+    /// A failure no retry can fix, or attempts used up: move the message to the dead-letter queue.
     DeadLetter {
-        /// Short machine-readable cause, e.g. `contract`, `embedding_rejected`.
-        reason: String,
-        /// The full message a person reads.
-        detail: String,
+        /// Failed attempts so far.
+        failed_attempts: u32,
+        /// What went wrong.
+        failure: Failure,
     },
 }

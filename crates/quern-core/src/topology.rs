@@ -48,6 +48,17 @@ impl Topology {
         format!("{}.ingest", self.prefix)
     }
 
+    /// Delay queue for one retry tier, e.g. `quern.retry.10s`; messages expire from it back to the work
+    /// exchange. The delay is in the name because a queue's TTL can never change once declared.
+    pub fn retry_queue(&self, delay: std::time::Duration) -> String {
+        let millis = delay.as_millis();
+        if millis % 1000 == 0 {
+            format!("{}.retry.{}s", self.prefix, millis / 1000)
+        } else {
+            format!("{}.retry.{millis}ms", self.prefix)
+        }
+    }
+
     /// Fanout exchange that dead letters are published to.
     pub fn dead_exchange(&self) -> String {
         format!("{}.dead", self.prefix)
@@ -78,5 +89,7 @@ mod tests {
         assert!(Topology::new("").is_err());
         assert!(Topology::new("a b").is_err());
         assert!(Topology::new("test-1.x_y").is_ok());
+        assert_eq!(topology.retry_queue(std::time::Duration::from_secs(300)), "quern.retry.300s");
+        assert_eq!(topology.retry_queue(std::time::Duration::from_millis(250)), "quern.retry.250ms");
     }
 }

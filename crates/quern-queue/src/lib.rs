@@ -15,7 +15,7 @@ pub mod topology;
 pub use connection::{connect, redact_url};
 pub use error::QueueError;
 pub use publish::{enable_confirms, publish, PendingConfirm, DEFAULT_CONFIRM_TIMEOUT};
-pub use topology::{declare_topology, QueueArguments};
+pub use topology::{declare_retry_queues, declare_topology, QueueArguments};
 
 /// Re-exported so callers name lapin types through one path.
 pub use lapin;

@@ -3,6 +3,8 @@
 //! Queue arguments can never change once a queue exists (a redeclare with others fails with
 //! `PRECONDITION_FAILED`), so every argument the later failure-handling design needs is set from the start.
 
+use std::time::Duration;
+
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
@@ -86,5 +88,35 @@ pub async fn declare_topology(channel: &Channel, topology: &Topology, args: Queu
         )
         .await
         .map_err(QueueError::broker(format!("queue.bind {ingest_queue}")))?;
+    Ok(())
+}
+
+/// Declares one delay queue per retry tier. A message published to one (through the default exchange,
+/// routing key = queue name) waits the tier's TTL, then is dead-lettered back to the work exchange with the
+/// ingest routing key.
+pub async fn declare_retry_queues(
+    channel: &Channel,
+    topology: &Topology,
+    tiers: &[Duration],
+) -> Result<(), QueueError> {
+    let durable_queue = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+    for tier in tiers {
+        let queue = topology.retry_queue(*tier);
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), long_string("quorum"));
+        args.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(i64::try_from(tier.as_millis()).unwrap_or(i64::MAX)),
+        );
+        args.insert("x-dead-letter-exchange".into(), long_string(&topology.work_exchange()));
+        args.insert("x-dead-letter-routing-key".into(), long_string(topology.ingest_routing_key()));
+        // Expired messages move only once the work queue has them: none is dropped on the way back.
+        args.insert("x-dead-letter-strategy".into(), long_string("at-least-once"));
+        args.insert("x-overflow".into(), long_string("reject-publish"));
+        channel
+            .queue_declare(queue.as_str().into(), durable_queue, args)
+            .await
+            .map_err(QueueError::broker(format!("queue.declare {queue}")))?;
+    }
     Ok(())
 }

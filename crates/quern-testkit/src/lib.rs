@@ -19,6 +19,10 @@ pub use quern_fake_embedder as fake_embedder;
 /// Embedding dimension used by tests: small, so vectors are cheap, yet large enough for lexical search.
 pub const TEST_DIM: usize = 64;
 
+/// Retry tiers tests use to keep retries fast (`--retry-tiers 100ms,200ms`); [`TestQueues::delete`] removes
+/// their queues.
+pub const TEST_RETRY_TIERS: &[Duration] = &[Duration::from_millis(100), Duration::from_millis(200)];
+
 /// RabbitMQ URL for tests.
 pub fn amqp_url() -> String {
     std::env::var("QUERN_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
@@ -138,11 +142,16 @@ impl TestQueues {
         declared.message_count()
     }
 
-    /// Deletes the test's queues and exchanges.
+    /// Deletes the test's queues (including the retry queues of the default tiers and of [`TEST_RETRY_TIERS`])
+    /// and exchanges.
     pub async fn delete(&self) {
         let Ok(connection) = quern_queue::connect(&amqp_url(), "quern-test-cleanup").await else { return };
         let Ok(channel) = connection.create_channel().await else { return };
-        for queue in [self.topology.ingest_queue(), self.topology.dead_queue()] {
+        let retry_queues = quern_core::retry::DEFAULT_TIERS
+            .iter()
+            .chain(TEST_RETRY_TIERS)
+            .map(|tier| self.topology.retry_queue(*tier));
+        for queue in [self.topology.ingest_queue(), self.topology.dead_queue()].into_iter().chain(retry_queues) {
             let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
         }
         for exchange in [self.topology.work_exchange(), self.topology.dead_exchange()] {

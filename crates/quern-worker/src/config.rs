@@ -4,13 +4,18 @@ use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
 use quern_core::chunk::{DEFAULT_MAX_CHARS, DEFAULT_OVERLAP_CHARS};
-use quern_core::Topology;
-use quern_embed::{EmbeddingClientConfig, PoolConfig, RetryPolicy};
+use quern_core::{Limits, RetryPolicy, Topology};
+use quern_embed::{EmbeddingClientConfig, PoolConfig};
 use quern_store::StoreConfig;
 use secrecy::SecretString;
 
 fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(value.to_owned()))
+}
+
+fn duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value.trim())
+        .map_err(|e| format!("`{value}` is not a duration like 500ms, 10s or 5m: {e}"))
 }
 
 fn topology(value: &str) -> Result<Topology, String> {
@@ -134,9 +139,25 @@ pub struct WorkerConfig {
     /// Seconds to finish in-flight jobs after SIGTERM before giving them back to the broker.
     #[arg(long, env = "QUERN_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
-    /// Seconds to wait before handing a transiently failed job back to the broker (avoids a hot requeue loop).
-    #[arg(long, env = "QUERN_RETRY_DELAY_SECS", default_value_t = 1)]
-    pub retry_delay_secs: u64,
+    /// Failed attempts after which a job goes to the dead-letter queue (throttling by the provider does not count).
+    #[arg(long, env = "QUERN_MAX_ATTEMPTS", default_value_t = quern_core::retry::DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+    /// Delay tiers of job retries, comma-separated: retry n waits tier n (the last repeats). One delay queue
+    /// `<prefix>.retry.<delay>` per tier.
+    #[arg(long, env = "QUERN_RETRY_TIERS", value_delimiter = ',', default_value = "1s,10s,60s,5m", value_parser = duration)]
+    pub retry_tiers: Vec<Duration>,
+    /// Longest time one embedding request is retried (with backoff and full jitter) before the job is retried.
+    #[arg(long, env = "QUERN_EMBEDDING_RETRY_MAX_SECS", default_value_t = 30)]
+    pub embedding_retry_max_secs: u64,
+    /// Largest message body accepted, in bytes; larger jobs are dead-lettered with the limit named.
+    #[arg(long, env = "QUERN_MAX_MESSAGE_BYTES", default_value_t = Limits::default().max_message_bytes)]
+    pub max_message_bytes: usize,
+    /// Largest document accepted, in characters.
+    #[arg(long, env = "QUERN_MAX_DOCUMENT_CHARS", default_value_t = Limits::default().max_document_chars)]
+    pub max_document_chars: usize,
+    /// Most chunks one document may make.
+    #[arg(long, env = "QUERN_MAX_CHUNKS", default_value_t = Limits::default().max_chunks)]
+    pub max_chunks: usize,
     /// This worker's name in logs, dead-letter headers and the broker's consumer list (default: host-pid).
     #[arg(long, env = "QUERN_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -151,7 +172,24 @@ impl WorkerConfig {
         PoolConfig {
             batch_size: self.batch_size as usize,
             max_in_flight: self.embedding_concurrency as usize,
-            retry: RetryPolicy::default(),
+            retry: quern_embed::RetryPolicy {
+                max_elapsed: Duration::from_secs(self.embedding_retry_max_secs),
+                ..quern_embed::RetryPolicy::default()
+            },
+        }
+    }
+
+    /// The job-level retry policy, or what is wrong with the flags.
+    pub fn retry_policy(&self) -> Result<RetryPolicy, quern_core::retry::RetryPolicyError> {
+        RetryPolicy::new(self.max_attempts, self.retry_tiers.clone())
+    }
+
+    /// The per-job limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_message_bytes: self.max_message_bytes,
+            max_document_chars: self.max_document_chars,
+            max_chunks: self.max_chunks,
         }
     }
 

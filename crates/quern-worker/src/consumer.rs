@@ -9,7 +9,7 @@ use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use quern_core::{Chunker, ErrorClass, Outcome};
+use quern_core::{Chunker, ErrorClass, Failure, Outcome};
 use quern_embed::{EmbeddingClient, EmbeddingPool};
 use quern_queue::QueueArguments;
 use quern_store::Store;
@@ -17,7 +17,7 @@ use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::dead_letter::{DeadLetterPublisher, DeadReason};
+use crate::republisher::{self, Republisher};
 use crate::{Pipeline, WorkerConfig};
 
 /// Longest pause between two reconnection attempts.
@@ -37,7 +37,8 @@ pub async fn build_pipeline(config: &WorkerConfig) -> anyhow::Result<Pipeline> {
         store.ping().await.context("connecting to the database")?;
     }
     store.check_dimension(dimension).await.context("checking --embedding-dim against the database")?;
-    Ok(Pipeline::new(chunker, EmbeddingPool::new(client, config.pool_config()), store))
+    let retry = config.retry_policy().context("invalid --max-attempts / --retry-tiers")?;
+    Ok(Pipeline::new(chunker, EmbeddingPool::new(client, config.pool_config()), store, config.limits(), retry))
 }
 
 /// Runs the worker until `shutdown` is cancelled, then lets in-flight jobs finish within the grace period.
@@ -95,9 +96,10 @@ async fn consume_session(
         quern_queue::connect(config.broker.amqp_url.expose_secret(), &format!("quern-worker {worker_id}")).await?;
     let channel = connection.create_channel().await.context("opening a channel")?;
     quern_queue::declare_topology(&channel, topology, QueueArguments::default()).await?;
+    quern_queue::declare_retry_queues(&channel, topology, &config.retry_tiers).await?;
     // Re-applied on every session: a recovered channel would otherwise consume with unbounded prefetch.
     channel.basic_qos(config.prefetch, BasicQosOptions::default()).await.context("setting prefetch")?;
-    let dead_letters = DeadLetterPublisher::open(&connection, topology, worker_id).await?;
+    let republisher = Republisher::open(&connection, topology, worker_id).await?;
     let queue = topology.ingest_queue();
     let consumer_tag = format!("quern-worker-{worker_id}-{}", uuid::Uuid::new_v4().simple());
     let mut consumer = channel
@@ -111,14 +113,13 @@ async fn consume_session(
         .context("starting the consumer")?;
     tracing::info!(%queue, prefetch = config.prefetch, "consuming");
 
-    let retry_delay = Duration::from_secs(config.retry_delay_secs);
     let ended = loop {
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break Ok(()),
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    tracker.spawn(handle_delivery(pipeline.clone(), dead_letters.clone(), delivery, retry_delay));
+                    tracker.spawn(handle_delivery(pipeline.clone(), republisher.clone(), delivery));
                 }
                 Some(Err(error)) => break Err(anyhow::Error::new(error).context("consumer failed")),
                 None => break Err(anyhow::anyhow!("the broker cancelled the consumer")),
@@ -143,41 +144,44 @@ async fn consume_session(
 }
 
 /// Processes one delivery and settles it with the broker. The only place an outcome becomes an ack, a
-/// requeue or a dead letter.
-async fn handle_delivery(
-    pipeline: Pipeline,
-    dead_letters: DeadLetterPublisher,
-    delivery: Delivery,
-    retry_delay: Duration,
-) {
+/// delayed retry or a dead letter. Retries and dead letters are published (and confirmed) before the ack.
+async fn handle_delivery(pipeline: Pipeline, republisher: Republisher, delivery: Delivery) {
+    let failed_attempts = republisher::failed_attempts(&delivery);
     // A panic in one job must not take the worker down: it becomes that job's dead letter.
-    let outcome =
-        AssertUnwindSafe(pipeline.process_delivery(&delivery.data)).catch_unwind().await.unwrap_or_else(|panic| {
+    let outcome = AssertUnwindSafe(pipeline.process_delivery(&delivery.data, failed_attempts))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
             let message = panic
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_owned());
             tracing::error!(%message, "job panicked");
-            Outcome::DeadLetter { reason: "panic".into(), detail: format!("the job panicked: {message}") }
+            let failure = Failure {
+                class: ErrorClass::Permanent,
+                reason: "panic".into(),
+                detail: format!("the job panicked: {message}"),
+            };
+            Outcome::DeadLetter { failed_attempts: failed_attempts + 1, failure }
         });
-    let settled = match outcome {
-        Outcome::Ack => delivery.ack(BasicAckOptions::default()).await,
-        Outcome::Retry { .. } => {
-            // First cut of retries: hand the job back after a pause, so a failing dependency is not hammered.
-            tokio::time::sleep(retry_delay).await;
-            delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await
+    let moved = match &outcome {
+        Outcome::Ack => Ok(()),
+        Outcome::Retry { after, failed_attempts, failure } => {
+            republisher.retry_later(&delivery, *after, *failed_attempts, failure).await
         }
-        Outcome::DeadLetter { reason, detail } => {
-            let why = DeadReason { class: ErrorClass::Permanent, reason: &reason, detail: &detail };
-            match dead_letters.publish(&delivery, why).await {
-                Ok(()) => delivery.ack(BasicAckOptions::default()).await,
-                Err(error) => {
-                    tracing::error!(%error, "could not dead-letter the message; returning it to the queue");
-                    tokio::time::sleep(retry_delay).await;
-                    delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await
-                }
-            }
+        Outcome::DeadLetter { failed_attempts, failure } => {
+            republisher.dead_letter(&delivery, *failed_attempts, failure).await
+        }
+    };
+    let settled = match moved {
+        Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+        Err(error) => {
+            // Not moved, so not acked: hand it back. Redelivery counts against the queue's delivery limit,
+            // which bounds this loop if the broker keeps refusing.
+            tracing::error!(%error, "could not move the message to its retry or dead-letter queue; returning it");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await
         }
     };
     match settled {

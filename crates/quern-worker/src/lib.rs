@@ -4,13 +4,13 @@
 //! - [`pipeline`]: [`Pipeline::process_delivery`], one message body in, one [`quern_core::Outcome`] out;
 //! - [`consumer`]: [`run`], the broker session: consume, hand each delivery to the pipeline, map its outcome
 //!   to ack / requeue / dead-letter, reconnect after broker trouble, drain on shutdown;
-//! - [`dead_letter`]: moving a message to the dead-letter queue with its reason, confirmed before the ack;
+//! - [`republisher`]: moving a message to a delay queue (retry later) or the dead-letter queue, confirmed before the ack;
 //! - [`telemetry`]: tracing setup.
 
 pub mod config;
 pub mod consumer;
-pub mod dead_letter;
 pub mod pipeline;
+pub mod republisher;
 pub mod signals;
 pub mod telemetry;
 

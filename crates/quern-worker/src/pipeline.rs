@@ -1,9 +1,12 @@
-//! One message body in, one outcome out: decode, chunk, embed, commit. No broker types here, so tests can
-//! drive the whole job path without a consumer or sleeps.
+//! One message in, one outcome out: check limits, decode, chunk, embed, commit. No broker types here, so tests
+//! drive the whole job path without a consumer or sleeps. Retry-or-dead is decided here too, from the
+//! message's failed-attempt count and the retry policy, so the consumer only carries the decision out.
 
 use pgvector::Vector;
 use quern_core::digest::content_sha256;
-use quern_core::{Chunker, ErrorClass, Job, JobOp, Outcome};
+use quern_core::{
+    Chunker, ErrorClass, Failure, Job, JobOp, LimitExceeded, Limits, Outcome, RetryDecision, RetryPolicy,
+};
 use quern_embed::{EmbedError, EmbeddingPool};
 use quern_store::{ChunkRow, JobStart, JobStatus, Store, StoreError};
 use tracing::Instrument;
@@ -14,13 +17,16 @@ pub struct Pipeline {
     chunker: std::sync::Arc<Chunker>,
     embedder: EmbeddingPool,
     store: Store,
+    limits: Limits,
+    retry: RetryPolicy,
 }
 
-/// Why a job failed, with its class and a short machine-readable reason.
+/// Why an attempt failed.
 #[derive(Debug)]
 enum JobFailure {
     Embed(EmbedError),
     Store(StoreError),
+    Limit(LimitExceeded),
 }
 
 impl JobFailure {
@@ -28,6 +34,7 @@ impl JobFailure {
         match self {
             JobFailure::Embed(e) => e.class(),
             JobFailure::Store(e) => e.class(),
+            JobFailure::Limit(_) => ErrorClass::Permanent,
         }
     }
 
@@ -35,21 +42,36 @@ impl JobFailure {
         match self {
             JobFailure::Embed(e) => e.reason(),
             JobFailure::Store(_) => "database",
+            JobFailure::Limit(e) => e.reason(),
         }
     }
 
-    fn detail(&self) -> String {
-        match self {
+    /// Throttling is the provider pacing us, not the job failing: it does not use up an attempt.
+    fn counts_as_attempt(&self) -> bool {
+        !matches!(self, JobFailure::Embed(EmbedError::Status { status: 429, .. }))
+    }
+
+    fn into_failure(self) -> Failure {
+        let (class, reason) = (self.class(), self.reason().to_owned());
+        let detail = match self {
             JobFailure::Embed(e) => e.to_string(),
             JobFailure::Store(e) => e.to_string(),
-        }
+            JobFailure::Limit(e) => e.to_string(),
+        };
+        Failure { class, reason, detail }
     }
 }
 
 impl Pipeline {
     /// Assembles a pipeline from its parts.
-    pub fn new(chunker: Chunker, embedder: EmbeddingPool, store: Store) -> Pipeline {
-        Pipeline { chunker: std::sync::Arc::new(chunker), embedder, store }
+    pub fn new(
+        chunker: Chunker,
+        embedder: EmbeddingPool,
+        store: Store,
+        limits: Limits,
+        retry: RetryPolicy,
+    ) -> Pipeline {
+        Pipeline { chunker: std::sync::Arc::new(chunker), embedder, store, limits, retry }
     }
 
     /// The store the pipeline writes to.
@@ -57,34 +79,48 @@ impl Pipeline {
         &self.store
     }
 
-    /// Processes one message body to its outcome. Never panics on bad input; records the job's fate in
-    /// `quern_jobs` (best effort for failures: the broker outcome is what keeps the job safe).
-    pub async fn process_delivery(&self, body: &[u8]) -> Outcome {
+    /// Processes one message body, which has already failed `failed_attempts` times, to its outcome.
+    /// Never panics on bad input; records the job's fate in `quern_jobs` (best effort for failures: the
+    /// broker outcome is what keeps the job safe).
+    pub async fn process_delivery(&self, body: &[u8], failed_attempts: u32) -> Outcome {
+        if let Err(limit) = self.limits.check_message(body.len()) {
+            let job_id = peek_job_id_bounded(body);
+            return self.reject(job_id, limit.reason(), limit.to_string(), failed_attempts).await;
+        }
         let job = match Job::decode(body) {
             Ok(job) => job,
             Err(rejected) => {
-                let detail = rejected.error.to_string();
-                tracing::warn!(job_id = ?rejected.job_id, reason = %detail, "rejecting malformed job");
-                if let Some(job_id) = rejected.job_id {
-                    self.record(job_id, None, JobStatus::Dead, &detail).await;
-                }
-                return Outcome::DeadLetter { reason: "contract".into(), detail };
+                return self.reject(rejected.job_id, "contract", rejected.error.to_string(), failed_attempts).await
             }
         };
-        let span = tracing::info_span!("job", job_id = %job.job_id, collection = %job.collection, document_id = %job.document_id, attempt = tracing::field::Empty);
-        self.process_job(&job).instrument(span).await
+        let span = tracing::info_span!(
+            "job",
+            job_id = %job.job_id,
+            collection = %job.collection,
+            document_id = %job.document_id,
+            attempt = failed_attempts + 1,
+        );
+        self.process_job(&job, failed_attempts).instrument(span).await
     }
 
-    async fn process_job(&self, job: &Job) -> Outcome {
+    /// A body that is not a job it can run: dead on the first delivery.
+    async fn reject(&self, job_id: Option<uuid::Uuid>, reason: &str, detail: String, failed_attempts: u32) -> Outcome {
+        tracing::warn!(?job_id, %reason, %detail, "rejecting message");
+        if let Some(job_id) = job_id {
+            self.record(job_id, None, JobStatus::Dead, &detail).await;
+        }
+        let failure = Failure { class: ErrorClass::Permanent, reason: reason.to_owned(), detail };
+        Outcome::DeadLetter { failed_attempts: failed_attempts + 1, failure }
+    }
+
+    async fn process_job(&self, job: &Job, failed_attempts: u32) -> Outcome {
         match self.store.start_attempt(job.job_id, &job.collection, &job.document_id, job.op.as_str()).await {
             Ok(JobStart::AlreadySucceeded) => {
                 tracing::info!("job already succeeded (redelivery); acknowledging");
                 return Outcome::Ack;
             }
-            Ok(JobStart::Run { attempt }) => {
-                tracing::Span::current().record("attempt", attempt);
-            }
-            Err(error) => return self.fail(job, JobFailure::Store(error)).await,
+            Ok(JobStart::Run { .. }) => {}
+            Err(error) => return self.fail(job, JobFailure::Store(error), failed_attempts).await,
         }
         let result = match job.op {
             JobOp::Delete => self.store.commit_delete(job).await.map_err(JobFailure::Store).map(|()| 0),
@@ -95,12 +131,14 @@ impl Pipeline {
                 tracing::info!(chunks, op = job.op.as_str(), "job succeeded");
                 Outcome::Ack
             }
-            Err(failure) => self.fail(job, failure).await,
+            Err(failure) => self.fail(job, failure, failed_attempts).await,
         }
     }
 
     async fn upsert(&self, job: &Job) -> Result<usize, JobFailure> {
+        self.limits.check_document(&job.text).map_err(JobFailure::Limit)?;
         let chunks = self.chunker.split(&job.text);
+        self.limits.check_chunks(chunks.len()).map_err(JobFailure::Limit)?;
         let vectors = if chunks.is_empty() {
             Vec::new()
         } else {
@@ -120,18 +158,23 @@ impl Pipeline {
         Ok(rows.len())
     }
 
-    async fn fail(&self, job: &Job, failure: JobFailure) -> Outcome {
-        let detail = failure.detail();
-        match failure.class() {
-            ErrorClass::Transient => {
-                tracing::warn!(error = %detail, "job failed transiently; it will be retried");
-                self.record(job.job_id, Some(job), JobStatus::Failed, &detail).await;
-                Outcome::Retry { reason: detail }
+    async fn fail(&self, job: &Job, failure: JobFailure, failed_attempts: u32) -> Outcome {
+        let failed_attempts = if failure.counts_as_attempt() { failed_attempts + 1 } else { failed_attempts };
+        let failure = failure.into_failure();
+        let decision = match failure.class {
+            ErrorClass::Transient => self.retry.decide(failed_attempts),
+            ErrorClass::Permanent => RetryDecision::GiveUp,
+        };
+        match decision {
+            RetryDecision::RetryAfter(after) => {
+                tracing::warn!(error = %failure.detail, failed_attempts, retry_in_ms = after.as_millis() as u64, "job failed; retrying later");
+                self.record(job.job_id, Some(job), JobStatus::Failed, &failure.detail).await;
+                Outcome::Retry { after, failed_attempts, failure }
             }
-            ErrorClass::Permanent => {
-                tracing::error!(error = %detail, "job failed permanently; dead-lettering");
-                self.record(job.job_id, Some(job), JobStatus::Dead, &detail).await;
-                Outcome::DeadLetter { reason: failure.reason().into(), detail }
+            RetryDecision::GiveUp => {
+                tracing::error!(error = %failure.detail, failed_attempts, class = %failure.class, "job failed for good; dead-lettering");
+                self.record(job.job_id, Some(job), JobStatus::Dead, &failure.detail).await;
+                Outcome::DeadLetter { failed_attempts, failure }
             }
         }
     }
@@ -143,4 +186,15 @@ impl Pipeline {
             tracing::warn!(%job_id, error = %store_error, "could not record the job's failure");
         }
     }
+}
+
+/// The job id of an oversized body, read from its first kilobyte only (the body is not parsed whole).
+fn peek_job_id_bounded(body: &[u8]) -> Option<uuid::Uuid> {
+    let head = &body[..body.len().min(1024)];
+    let text = String::from_utf8_lossy(head);
+    let start = text.find("\"job_id\"")?;
+    let rest = &text[start + 8..];
+    let open = rest.find('"')?;
+    let candidate = rest.get(open + 1..open + 37)?;
+    uuid::Uuid::try_parse(candidate).ok().filter(|_| candidate.len() == 36)
 }

@@ -75,7 +75,7 @@ async fn a_search_finds_the_document_that_shares_words() {
         ("ledger", "the copper ledger in the archive recorded every grain sold at the mill"),
     ];
     for (id, text) in texts {
-        assert_eq!(pipeline.process_delivery(&upsert("c", id, text).encode()).await, quern_core::Outcome::Ack);
+        assert_eq!(pipeline.process_delivery(&upsert("c", id, text).encode(), 0).await, quern_core::Outcome::Ack);
     }
     let query = quern_testkit::fake_embedder::embed_text("which ledger recorded the grain", TEST_DIM);
     let hits = harness.db.store().search("c", pgvector::Vector::from(query), 3).await.expect("search");

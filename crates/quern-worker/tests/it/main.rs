@@ -4,5 +4,7 @@
 mod dead_letters;
 mod end_to_end;
 mod helpers;
+mod limits;
 mod reingest;
+mod retries;
 mod shutdown;
