@@ -197,6 +197,14 @@ impl Job {
         Ok(())
     }
 
+    /// When the job was created, if its id says so (a UUIDv7, as the producer library and CLI make), in
+    /// milliseconds since the Unix epoch. Orders jobs for the same document: the later one wins.
+    pub fn created_at_ms(&self) -> Option<u64> {
+        let timestamp = self.job_id.get_timestamp()?;
+        let (secs, nanos) = timestamp.to_unix();
+        Some(secs * 1000 + u64::from(nanos) / 1_000_000)
+    }
+
     /// The JSON body to publish.
     pub fn encode(&self) -> Vec<u8> {
         // Serialising a struct of strings, a UUID and a JSON map cannot fail.
@@ -303,6 +311,17 @@ mod tests {
         assert_eq!(Job::decode(&job.encode()).expect("round trip"), job);
         let delete = Job::delete("c", "d");
         assert_eq!(Job::decode(&delete.encode()).expect("round trip"), delete);
+    }
+
+    #[test]
+    fn v7_job_ids_carry_their_creation_time() {
+        let before =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
+        let job = Job::upsert("c", "d", "");
+        let at = job.created_at_ms().expect("v7 ids carry a time");
+        assert!(at >= before && at < before + 5_000);
+        let v4 = Job { job_id: Uuid::new_v4(), ..job };
+        assert_eq!(v4.created_at_ms(), None);
     }
 
     #[test]

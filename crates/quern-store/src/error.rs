@@ -23,7 +23,7 @@ pub enum StoreError {
         timeout: Duration,
     },
     /// Postgres answered with an error, or the connection broke.
-    #[error("database {operation} failed: {source}")]
+    #[error("database {operation} failed: {}", describe(source))]
     Db {
         /// What was being done.
         operation: &'static str,
@@ -64,6 +64,14 @@ impl StoreError {
 
     pub(crate) fn db(operation: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
         move |source| StoreError::Db { operation, source }
+    }
+}
+
+/// The server's own message and SQLSTATE: tokio-postgres's `Display` says only "db error".
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => error.to_string(),
     }
 }
 

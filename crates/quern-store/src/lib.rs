@@ -14,7 +14,7 @@ pub mod migrate;
 pub mod pool;
 pub mod search;
 
-pub use documents::ChunkRow;
+pub use documents::{ChunkRow, DocumentWrite, JobVersion, StoredDocument, WriteResult};
 pub use error::StoreError;
 pub use jobs::{JobRecord, JobStart, JobStatus};
 pub use pool::{Store, StoreConfig};

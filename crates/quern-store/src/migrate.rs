@@ -17,8 +17,14 @@ pub struct Migration {
 }
 
 /// Every migration, in order. A test checks this list matches the files in `migrations/`.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "init", sql: include_str!("../../../migrations/0001_init.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "init", sql: include_str!("../../../migrations/0001_init.sql") },
+    Migration {
+        version: 2,
+        name: "document_versions",
+        sql: include_str!("../../../migrations/0002_document_versions.sql"),
+    },
+];
 
 /// Serialises migrators (any value unlikely to collide with an application's own advisory locks).
 const MIGRATION_LOCK: i64 = 0x7175_6572_6e5f_6d67; // "quern_mg"

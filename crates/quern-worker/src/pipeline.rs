@@ -2,13 +2,16 @@
 //! drive the whole job path without a consumer or sleeps. Retry-or-dead is decided here too, from the
 //! message's failed-attempt count and the retry policy, so the consumer only carries the decision out.
 
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
 use pgvector::Vector;
 use quern_core::digest::content_sha256;
 use quern_core::{
     Chunker, ErrorClass, Failure, Job, JobOp, LimitExceeded, Limits, Outcome, RetryDecision, RetryPolicy,
 };
 use quern_embed::{EmbedError, EmbeddingPool};
-use quern_store::{ChunkRow, JobStart, JobStatus, Store, StoreError};
+use quern_store::{ChunkRow, DocumentWrite, JobStart, JobStatus, JobVersion, Store, StoreError, WriteResult};
 use tracing::Instrument;
 
 /// Everything a job needs, shared by every job of the process. Cheap to clone.
@@ -19,6 +22,8 @@ pub struct Pipeline {
     store: Store,
     limits: Limits,
     retry: RetryPolicy,
+    /// How documents are cut, stored with each so a change of settings re-embeds.
+    chunking: String,
 }
 
 /// Why an attempt failed.
@@ -71,7 +76,8 @@ impl Pipeline {
         limits: Limits,
         retry: RetryPolicy,
     ) -> Pipeline {
-        Pipeline { chunker: std::sync::Arc::new(chunker), embedder, store, limits, retry }
+        let chunking = format!("chars:{}:{}", chunker.max_chars(), chunker.overlap_chars());
+        Pipeline { chunker: std::sync::Arc::new(chunker), embedder, store, limits, retry, chunking }
     }
 
     /// The store the pipeline writes to.
@@ -122,40 +128,92 @@ impl Pipeline {
             Ok(JobStart::Run { .. }) => {}
             Err(error) => return self.fail(job, JobFailure::Store(error), failed_attempts).await,
         }
+        let version = job_version(job);
         let result = match job.op {
-            JobOp::Delete => self.store.commit_delete(job).await.map_err(JobFailure::Store).map(|()| 0),
-            JobOp::Upsert => self.upsert(job).await,
+            JobOp::Delete => self.store.commit_delete(job, version).await.map_err(JobFailure::Store).map(|r| (r, 0)),
+            JobOp::Upsert => self.upsert(job, version).await,
         };
         match result {
-            Ok(chunks) => {
+            Ok((WriteResult::Applied, chunks)) => {
                 tracing::info!(chunks, op = job.op.as_str(), "job succeeded");
+                Outcome::Ack
+            }
+            Ok((WriteResult::Superseded, _)) => {
+                tracing::info!(op = job.op.as_str(), "a later job already wrote this document; nothing to change");
                 Outcome::Ack
             }
             Err(failure) => self.fail(job, failure, failed_attempts).await,
         }
     }
 
-    async fn upsert(&self, job: &Job) -> Result<usize, JobFailure> {
+    async fn upsert(&self, job: &Job, version: JobVersion) -> Result<(WriteResult, usize), JobFailure> {
         self.limits.check_document(&job.text).map_err(JobFailure::Limit)?;
         let chunks = self.chunker.split(&job.text);
         self.limits.check_chunks(chunks.len()).map_err(JobFailure::Limit)?;
-        let vectors = if chunks.is_empty() {
+        let document_sha = content_sha256(&job.text);
+        let model = self.embedder.client().model();
+        let write = DocumentWrite {
+            job,
+            version,
+            content_sha256: &document_sha,
+            embedding_model: model,
+            chunking: &self.chunking,
+        };
+        let stored = self.store.stored_document(&job.collection, &job.document_id).await.map_err(JobFailure::Store)?;
+        if stored.as_ref().is_some_and(|s| {
+            s.content_sha256 == document_sha && s.embedding_model == model && s.chunking == self.chunking
+        }) {
+            // Same text, model and chunking (e.g. a redelivery after a crash between commit and ack): the
+            // vectors would be the same, so no embedding call is paid for again.
+            tracing::info!("document unchanged; keeping its vectors");
+            let result = self.store.commit_unchanged(&write, chunks.len()).await.map_err(JobFailure::Store)?;
+            return Ok((result, chunks.len()));
+        }
+        let hashes: Vec<String> = chunks.iter().map(|c| content_sha256(c)).collect();
+        let reused = if stored.is_some() {
+            let keys: Vec<&str> = hashes.iter().map(String::as_str).collect();
+            self.store
+                .reusable_vectors(&job.collection, &job.document_id, model, &keys)
+                .await
+                .map_err(JobFailure::Store)?
+        } else {
+            HashMap::new()
+        };
+        // Each distinct chunk text not already stored is embedded once.
+        let mut fresh_index: HashMap<&str, usize> = HashMap::new();
+        let mut to_embed: Vec<&str> = Vec::new();
+        for (chunk, hash) in chunks.iter().zip(&hashes) {
+            if !reused.contains_key(hash) && !fresh_index.contains_key(hash.as_str()) {
+                fresh_index.insert(hash, to_embed.len());
+                to_embed.push(chunk);
+            }
+        }
+        let fresh = if to_embed.is_empty() {
             Vec::new()
         } else {
-            self.embedder.embed_all(&chunks).await.map_err(JobFailure::Embed)?
+            self.embedder.embed_all(&to_embed).await.map_err(JobFailure::Embed)?
         };
+        if !reused.is_empty() {
+            tracing::info!(
+                reused = chunks.len() - to_embed.len(),
+                embedded = to_embed.len(),
+                "re-ingest: unchanged chunks keep their vectors"
+            );
+        }
         let rows: Vec<ChunkRow> = chunks
             .iter()
-            .zip(vectors)
-            .map(|(content, embedding)| ChunkRow {
-                content: (*content).to_owned(),
-                content_sha256: content_sha256(content),
-                embedding: Vector::from(embedding),
+            .zip(&hashes)
+            .map(|(content, hash)| {
+                let embedding = match fresh_index.get(hash.as_str()) {
+                    Some(&i) => Vector::from(fresh[i].clone()),
+                    // Every hash not embedded above was found among the stored vectors.
+                    None => reused.get(hash).cloned().expect("a chunk is either reused or freshly embedded"),
+                };
+                ChunkRow { content: (*content).to_owned(), content_sha256: hash.clone(), embedding }
             })
             .collect();
-        let model = self.embedder.client().model();
-        self.store.commit_upsert(job, &content_sha256(&job.text), model, &rows).await.map_err(JobFailure::Store)?;
-        Ok(rows.len())
+        let result = self.store.commit_upsert(&write, &rows).await.map_err(JobFailure::Store)?;
+        Ok((result, rows.len()))
     }
 
     async fn fail(&self, job: &Job, failure: JobFailure, failed_attempts: u32) -> Outcome {
@@ -186,6 +244,16 @@ impl Pipeline {
             tracing::warn!(%job_id, error = %store_error, "could not record the job's failure");
         }
     }
+}
+
+/// The job's place in its document's order of writes: the time in its UUIDv7 id, else now (a job whose id
+/// carries no time is ordered by when a worker first ran it).
+fn job_version(job: &Job) -> JobVersion {
+    let at = job
+        .created_at_ms()
+        .and_then(|ms| DateTime::<Utc>::from_timestamp_millis(i64::try_from(ms).ok()?))
+        .unwrap_or_else(Utc::now);
+    JobVersion { at, job_id: job.job_id }
 }
 
 /// The job id of an oversized body, read from its first kilobyte only (the body is not parsed whole).

@@ -4,6 +4,7 @@
 mod dead_letters;
 mod end_to_end;
 mod helpers;
+mod idempotency;
 mod limits;
 mod reingest;
 mod retries;
