@@ -8,6 +8,8 @@
 #                                 (RabbitMQ is left running)
 #   scripts/services.sh status    say what answers, change nothing
 #   scripts/services.sh env       print the saved .quern/env
+#   scripts/services.sh restart-postgres, restart-rabbitmq
+#                                 cut every connection (for the fault-injection suite, scripts/chaos.sh)
 #
 # `start` is idempotent and safe to run from any directory. It prints the
 # service URLs as `export` lines on stdout (all logging goes to stderr), so
@@ -439,6 +441,28 @@ stop_postgres() {
     fi
 }
 
+# For the fault-injection suite (scripts/chaos.sh): restart a service under running workers.
+restart_postgres() {
+    [[ -f $PG_DATA/PG_VERSION ]] || quern_die "no cluster in $PG_DATA: only a PostgreSQL this script started can be restarted"
+    pick_pg_os_user
+    find_psql
+    # `-m fast`: open connections are cut, as in a crash or failover, which is what the suite wants to test.
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -m fast -w -t "$TIMEOUT" -s restart >&2
+    quern_wait_for "$TIMEOUT" "PostgreSQL" pg_ready || quern_die "PostgreSQL did not come back on $PG_HOST:$PG_PORT"
+    quern_log "restarted the PostgreSQL in $PG_DATA"
+}
+
+restart_rabbitmq() {
+    quern_have rabbitmqctl || quern_die "rabbitmqctl not found: only a local RabbitMQ can be restarted"
+    # Stopping the application closes every connection and channel, as a broker restart does, while the
+    # Erlang node (and its data) stays.
+    rabbitmqctl -q stop_app >&2
+    rabbitmqctl -q start_app >&2
+    rabbitmqctl -q await_startup >&2
+    quern_wait_for "$TIMEOUT" "RabbitMQ" quern_amqp_answers "$AMQP_HOST" "$AMQP_PORT" || quern_die "RabbitMQ did not come back"
+    quern_log "restarted the RabbitMQ application on $AMQP_HOST:$AMQP_PORT"
+}
+
 # -------------------------------------------------------------- the env file ---
 env_lines() {
     cat <<EOF
@@ -500,10 +524,12 @@ stop)
     stop_postgres
     ;;
 status) cmd_status ;;
+restart-postgres) restart_postgres ;;
+restart-rabbitmq) restart_rabbitmq ;;
 env)
     [[ -f $ENV_FILE ]] || quern_die "no $ENV_FILE yet: run scripts/services.sh first"
     cat "$ENV_FILE"
     ;;
 -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
-*) quern_die "unknown command '$1' (start, stop, status, env)" ;;
+*) quern_die "unknown command '$1' (start, stop, status, env, restart-postgres, restart-rabbitmq)" ;;
 esac

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Quern's fault-injection suite (`make chaos`; CI runs it after scripts/test.sh):
+#
+#   bash scripts/chaos.sh [test-name filter]
+#
+# Real RabbitMQ, real PostgreSQL+pgvector, real worker processes; faults injected while jobs flow:
+# embedder 500s and 429s, a refused document replayed with `quern dlq replay`, malformed bodies,
+# kill -9 of workers, RabbitMQ and PostgreSQL restarts, SIGTERM. The scenarios restart the services
+# (scripts/services.sh restart-rabbitmq / restart-postgres), so they run one at a time and never beside
+# the main test suite. Each prints a `CHAOS` line with its figures; all of them are repeated at the end.
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$QUERN_ROOT"
+
+if [[ ${CI:-} == true ]]; then
+    export QUERN_PG_FAST="${QUERN_PG_FAST:-1}"
+    export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+fi
+bash scripts/services.sh >/dev/null
+# shellcheck source=/dev/null
+source .quern/env
+export QUERN_TEST_AMQP_URL="${QUERN_TEST_AMQP_URL:-$QUERN_AMQP_URL}"
+export QUERN_TEST_DATABASE_URL="${QUERN_TEST_DATABASE_URL:-$QUERN_DATABASE_URL}"
+if ! quern_have cargo && [[ -f ${CARGO_HOME:-$HOME/.cargo}/env ]]; then
+    # shellcheck source=/dev/null
+    source "${CARGO_HOME:-$HOME/.cargo}/env"
+fi
+
+# The replay scenario runs the `quern` binary, which lives in another package than the suite.
+cargo build --quiet -p quern-cli -p quern-worker
+log="$QUERN_ROOT/target/chaos.log"
+status=0
+cargo test -p quern-worker --test chaos -- --ignored --test-threads=1 --nocapture "$@" 2>&1 | tee "$log" || status=$?
+echo
+echo "Fault-injection figures (also in $log):"
+grep -o 'CHAOS .*' "$log" || echo "(no scenario reported figures)"
+exit "$status"
