@@ -148,23 +148,22 @@ async fn consume_session(
 async fn handle_delivery(pipeline: Pipeline, republisher: Republisher, delivery: Delivery) {
     let failed_attempts = republisher::failed_attempts(&delivery);
     // A panic in one job must not take the worker down: it becomes that job's dead letter.
-    let outcome = AssertUnwindSafe(pipeline.process_delivery(&delivery.data, failed_attempts))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_owned());
-            tracing::error!(%message, "job panicked");
-            let failure = Failure {
-                class: ErrorClass::Permanent,
-                reason: "panic".into(),
-                detail: format!("the job panicked: {message}"),
-            };
-            Outcome::DeadLetter { failed_attempts: failed_attempts + 1, failure }
-        });
+    let outcome =
+        match AssertUnwindSafe(pipeline.process_delivery(&delivery.data, failed_attempts)).catch_unwind().await {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                let detail = format!("the job panicked: {message}");
+                tracing::error!(%detail, "job panicked; the worker carries on");
+                pipeline.record_panic(&delivery.data, &detail).await;
+                let failure = Failure { class: ErrorClass::Permanent, reason: "panic".into(), detail };
+                Outcome::DeadLetter { failed_attempts: failed_attempts + 1, failure }
+            }
+        };
     let moved = match &outcome {
         Outcome::Ack => Ok(()),
         Outcome::Retry { after, failed_attempts, failure } => {

@@ -85,6 +85,13 @@ impl Pipeline {
         &self.store
     }
 
+    /// Records a job that panicked as dead (the consumer catches the panic; the job id comes from the body).
+    pub async fn record_panic(&self, body: &[u8], detail: &str) {
+        if let Ok(job) = Job::decode(body) {
+            self.record(job.job_id, Some(&job), JobStatus::Dead, detail).await;
+        }
+    }
+
     /// Processes one message body, which has already failed `failed_attempts` times, to its outcome.
     /// Never panics on bad input; records the job's fate in `quern_jobs` (best effort for failures: the
     /// broker outcome is what keeps the job safe).
@@ -147,6 +154,15 @@ impl Pipeline {
     }
 
     async fn upsert(&self, job: &Job, version: JobVersion) -> Result<(WriteResult, usize), JobFailure> {
+        #[cfg(feature = "fault-injection")]
+        {
+            if job.text.contains("QUERN_FAULT_PANIC") {
+                panic!("fault injection: QUERN_FAULT_PANIC in document {}", job.document_id);
+            }
+            if job.text.contains("QUERN_FAULT_ABORT") {
+                std::process::abort();
+            }
+        }
         self.limits.check_document(&job.text).map_err(JobFailure::Limit)?;
         let chunks = self.chunker.split(&job.text);
         self.limits.check_chunks(chunks.len()).map_err(JobFailure::Limit)?;

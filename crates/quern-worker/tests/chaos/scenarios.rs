@@ -254,11 +254,24 @@ async fn kill_9_a_worker_ten_times_while_1000_jobs_flow() {
 #[ignore = "fault injection: run with scripts/chaos.sh"]
 async fn rabbitmq_then_postgres_restarted_mid_run() {
     let scenario = Scenario::start("restarts", FakeEmbedderConfig { latency_ms: 50, ..Default::default() }).await;
-    let jobs = jobs(600, 80);
-    let confirmed = scenario.enqueue(&jobs).await;
+    let mut jobs = jobs(600, 80);
+    let producer = scenario.producer().await;
+    let mut confirmed = producer.enqueue_many(&jobs).await.expect("enqueue");
     let mut worker = scenario.spawn_worker("w1", &["--embedding-concurrency", "4", "--prefetch", "16"]);
     assert!(wait_succeeded(&scenario, &confirmed, 100, Duration::from_secs(60)).await);
     services("restart-rabbitmq").await;
+    // The producer's connection died with the broker: a call reports it or reconnects; the next one works.
+    let late = Job::upsert("c", "late", text(7777, 80));
+    let first_try = producer.enqueue(&late).await;
+    let late_id = match first_try {
+        Ok(id) => id,
+        Err(error) => {
+            assert!(!error.is_invalid_job(), "a broker error, not a job error: {error}");
+            producer.enqueue(&late).await.expect("the next call reconnects")
+        }
+    };
+    confirmed.push(late_id);
+    jobs.push(late);
     let store = scenario.db.store();
     let at_rabbitmq = store.count_finished(&confirmed).await.expect("count").succeeded;
     assert!(
@@ -267,13 +280,13 @@ async fn rabbitmq_then_postgres_restarted_mid_run() {
     );
     services("restart-postgres").await;
     let at_postgres = scenario.db.store().count_finished(&confirmed).await.expect("count").succeeded;
-    let done = wait_succeeded(&scenario, &confirmed, 600, Duration::from_secs(180)).await;
+    let done = wait_succeeded(&scenario, &confirmed, 601, Duration::from_secs(180)).await;
     assert!(worker.try_wait().expect("poll").is_none(), "the worker survived both restarts");
     sigterm(&worker);
     assert!(exit_within(&mut worker, Duration::from_secs(40)).await.success());
     let figures = settle(&scenario, &confirmed, &jobs, &chunker()).await;
     figures.print(scenario.name, &format!("RabbitMQ restarted at {at_rabbitmq} jobs done, Postgres at {at_postgres}"));
-    assert!(at_postgres < 600, "the Postgres restart happened mid-run");
+    assert!(at_postgres < 601, "the Postgres restart happened mid-run");
     assert!(done, "{figures:?}");
     assert_nothing_lost(&figures);
     assert_eq!(figures.dead_lettered, 0);
@@ -304,5 +317,46 @@ async fn sigterm_mid_run_exits_0_and_loses_nothing() {
     assert!(at_exit < 300, "the signal came mid-run");
     assert!(done, "{figures:?}");
     assert_nothing_lost(&figures);
+    scenario.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault injection: run with scripts/chaos.sh"]
+async fn a_message_that_kills_every_worker_is_dead_lettered_by_the_delivery_limit() {
+    let scenario = Scenario::start("poison_abort", FakeEmbedderConfig::default()).await;
+    // The worker's tests build it with the `fault-injection` feature: this text aborts the process.
+    let poison = Job::upsert("c", "poison", "QUERN_FAULT_ABORT");
+    let mut jobs = jobs(50, 40);
+    jobs.insert(10, poison.clone());
+    let confirmed = scenario.enqueue(&jobs).await;
+    let queues = scenario.queues.clone();
+    let mut crashes = 0;
+    let mut worker = scenario.spawn_worker("w0", &["--prefetch", "1"]);
+    let others: Vec<Uuid> = confirmed.iter().copied().filter(|id| *id != poison.job_id).collect();
+    let store = scenario.db.store();
+    // A supervisor's job: restart the worker whenever it dies, until the poison is dead and the rest done.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let mut done = false;
+    while tokio::time::Instant::now() < deadline {
+        if worker.try_wait().expect("poll").is_some() {
+            crashes += 1;
+            worker = scenario.spawn_worker(&format!("w{crashes}"), &["--prefetch", "1"]);
+        }
+        let others_done = store.count_finished(&others).await.map(|c| c.succeeded == 50).unwrap_or(false);
+        if others_done && queues.ready_count(&queues.topology.dead_queue()).await == 1 {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sigterm(&worker);
+    assert!(exit_within(&mut worker, Duration::from_secs(40)).await.success());
+    let good: Vec<Job> = jobs.iter().filter(|j| j.job_id != poison.job_id).cloned().collect();
+    let figures = settle(&scenario, &confirmed, &good, &chunker()).await;
+    figures.print(scenario.name, &format!("1 message aborting its worker; {crashes} worker crashes"));
+    assert!(done, "the other jobs succeed: {figures:?}");
+    assert_nothing_lost(&figures);
+    assert_eq!(figures.dead_lettered, 1, "the broker dead-lettered the poison past its delivery limit");
+    assert!(crashes >= 2, "the poison was retried before the limit: {crashes} crashes");
     scenario.cleanup().await;
 }

@@ -140,3 +140,35 @@ async fn a_job_the_embedder_refuses_is_dead_with_its_reason() {
     assert_eq!(letters[0].reason.as_deref(), Some("embedding_rejected"));
     harness.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_panics_is_dead_lettered_and_the_worker_carries_on() {
+    let harness = Harness::start("panic", FakeEmbedderConfig::default()).await;
+    let producer = harness.producer().await;
+    // The worker's tests build it with the `fault-injection` feature: this text makes the job panic.
+    let poison = upsert("c", "poison", "QUERN_FAULT_PANIC in the middle of a document");
+    let after = upsert("c", "after", "an ordinary document after the poison");
+    producer.enqueue(&poison).await.expect("enqueue");
+    let shutdown = CancellationToken::new();
+    let worker = harness.spawn_worker(&[], shutdown.clone());
+    let store = harness.db.store();
+    let dead = wait_until(Duration::from_secs(20), || async {
+        store.job(poison.job_id).await.ok().flatten().is_some_and(|r| r.status == JobStatus::Dead)
+    })
+    .await;
+    producer.enqueue(&after).await.expect("enqueue");
+    let carried_on = wait_until(Duration::from_secs(20), || async {
+        store.job(after.job_id).await.ok().flatten().is_some_and(|r| r.status == JobStatus::Succeeded)
+    })
+    .await;
+    assert!(!worker.is_finished(), "the worker is still running");
+    shutdown.cancel();
+    worker.await.expect("task").expect("clean exit");
+    assert!(dead, "the panicking job is recorded dead");
+    assert!(carried_on, "the next job succeeds");
+    let letters = drain_dead_letters(&harness).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason.as_deref(), Some("panic"));
+    assert!(letters[0].error.as_deref().unwrap_or_default().contains("QUERN_FAULT_PANIC"));
+    harness.cleanup().await;
+}
