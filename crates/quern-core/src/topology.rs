@@ -52,7 +52,7 @@ impl Topology {
     /// exchange. The delay is in the name because a queue's TTL can never change once declared.
     pub fn retry_queue(&self, delay: std::time::Duration) -> String {
         let millis = delay.as_millis();
-        if millis % 1000 == 0 {
+        if millis.is_multiple_of(1000) {
             format!("{}.retry.{}s", self.prefix, millis / 1000)
         } else {
             format!("{}.retry.{millis}ms", self.prefix)

@@ -76,7 +76,7 @@ async fn a_partial_change_embeds_only_the_changed_chunks() {
         "re-ingest of {} chunks with one paragraph changed: {second} embedded, {saved} embedding inputs saved",
         new_chunks.len()
     );
-    assert!(second >= 1 && second <= 2, "only the changed chunk(s) are embedded, got {second}");
+    assert!((1..=2).contains(&second), "only the changed chunk(s) are embedded, got {second}");
     assert!(saved >= new_chunks.len() as u64 - 2);
 
     // Every stored vector belongs to its own chunk's text: reuse did not shuffle them.
