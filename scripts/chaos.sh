@@ -14,19 +14,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$QUERN_ROOT"
 
-if [[ ${CI:-} == true ]]; then
-    export QUERN_PG_FAST="${QUERN_PG_FAST:-1}"
-    export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
-fi
-bash scripts/services.sh >/dev/null
-# shellcheck source=/dev/null
-source .quern/env
-export QUERN_TEST_AMQP_URL="${QUERN_TEST_AMQP_URL:-$QUERN_AMQP_URL}"
-export QUERN_TEST_DATABASE_URL="${QUERN_TEST_DATABASE_URL:-$QUERN_DATABASE_URL}"
-if ! quern_have cargo && [[ -f ${CARGO_HOME:-$HOME/.cargo}/env ]]; then
-    # shellcheck source=/dev/null
-    source "${CARGO_HOME:-$HOME/.cargo}/env"
-fi
+quern_prepare_tests
 
 # The replay scenario runs the `quern` binary, which lives in another package than the suite.
 cargo build --quiet -p quern-cli -p quern-worker

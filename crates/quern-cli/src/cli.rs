@@ -64,6 +64,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Inspect the dead-letter queue, and replay or purge what is in it.
+    Dlq {
+        #[command(subcommand)]
+        command: crate::commands::dlq::DlqCommand,
+    },
 }
 
 #[derive(Debug, Args)]

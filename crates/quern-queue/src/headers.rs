@@ -32,16 +32,8 @@ pub const DEAD_AT_MS: &str = "quern-dead-at-ms";
 
 /// Headers that describe one trip through the dead-letter queue; a replay removes them (and resets
 /// [`ATTEMPTS`]) so the replayed job starts afresh, keeping only [`REPLAY_COUNT`].
-pub const DEAD_LETTER_HEADERS: &[&str] = &[
-    ATTEMPTS,
-    REASON_CLASS,
-    REASON,
-    ERROR,
-    WORKER_ID,
-    FIRST_FAILURE_AT_MS,
-    LAST_FAILURE_AT_MS,
-    DEAD_AT_MS,
-];
+pub const DEAD_LETTER_HEADERS: &[&str] =
+    &[ATTEMPTS, REASON_CLASS, REASON, ERROR, WORKER_ID, FIRST_FAILURE_AT_MS, LAST_FAILURE_AT_MS, DEAD_AT_MS];
 
 /// Sets a string header.
 pub fn set_str(table: &mut FieldTable, key: &str, value: &str) {

@@ -7,6 +7,7 @@
 //! - [`error`]: [`QueueError`], which knows whether retrying can help.
 
 pub mod connection;
+pub mod dead_letters;
 pub mod error;
 pub mod headers;
 pub mod publish;

@@ -90,6 +90,19 @@ impl TestDatabase {
         client
     }
 
+    /// Chunk rows beyond one per (collection, document_id, chunk_index): 0 unless something wrote a chunk twice.
+    pub async fn duplicate_chunk_rows(&self) -> i64 {
+        self.client()
+            .await
+            .query_one(
+                "SELECT count(*) - count(DISTINCT (collection, document_id, chunk_index)) FROM quern_chunks",
+                &[],
+            )
+            .await
+            .expect("count chunk rows")
+            .get(0)
+    }
+
     /// Drops the database (call at the end of a test; a failed test leaves it for inspection).
     pub async fn drop_database(self) {
         let (client, connection) = tokio_postgres::connect(&admin_database_url(), NoTls).await.expect("connect");

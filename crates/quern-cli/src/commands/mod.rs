@@ -1,6 +1,7 @@
 //! One module per subcommand; [`run`] dispatches.
 
 mod delete;
+pub mod dlq;
 mod enqueue;
 mod migrate;
 mod search;
@@ -20,5 +21,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Search { database, embedding, query, collection, k, json } => {
             search::run(&database, &embedding, &query, &collection, k as usize, json).await
         }
+        Command::Dlq { command } => dlq::run(command).await,
     }
 }

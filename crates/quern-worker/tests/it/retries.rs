@@ -112,13 +112,7 @@ async fn jobs_succeed_through_500s_and_429s_without_duplicates() {
     assert!(all, "every job succeeds despite the faults");
     let stats = harness.embedder.stats().snapshot();
     assert!(stats.errors_500 > 0 && stats.throttled_429 > 0, "faults were injected: {stats:?}");
-    let client = harness.db.client().await;
-    let duplicates: i64 = client
-        .query_one("SELECT count(*) - count(DISTINCT (collection, document_id, chunk_index)) FROM quern_chunks", &[])
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(duplicates, 0);
+    assert_eq!(harness.db.duplicate_chunk_rows().await, 0);
     assert_eq!(
         harness.queues.ready_count(&harness.queues.topology.dead_queue()).await,
         0,

@@ -54,12 +54,6 @@ async fn sigterm_drains_and_exits_0_then_another_worker_finishes_every_job() {
     worker.await.expect("task").expect("clean exit");
     assert!(all, "every job succeeds after the restart");
     assert_eq!(harness.queues.ready_count(&harness.queues.topology.ingest_queue()).await, 0);
-    let client = harness.db.client().await;
-    let duplicates: i64 = client
-        .query_one("SELECT count(*) - count(DISTINCT (collection, document_id, chunk_index)) FROM quern_chunks", &[])
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(duplicates, 0);
+    assert_eq!(harness.db.duplicate_chunk_rows().await, 0);
     harness.cleanup().await;
 }

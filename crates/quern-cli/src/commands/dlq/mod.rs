@@ -1,0 +1,40 @@
+//! `quern dlq`: inspect the dead-letter queue `<prefix>.dead`, and replay or purge what is in it.
+//!
+//! - [`args`]: the flags; [`filter`]: which messages; [`view`]: a message as an operator reads it;
+//! - [`list`] and [`show`] read only: every message read goes back to its place;
+//! - [`sweep`] is the loop [`replay`] and [`purge`] share; [`report`] prints the summary and the audit line.
+//!
+//! The broker side (reading with `basic.get`, giving back in order, replay headers) is
+//! `quern_queue::dead_letters`.
+
+mod args;
+mod filter;
+mod list;
+mod purge;
+mod replay;
+mod report;
+mod show;
+mod sweep;
+mod view;
+
+use std::process::ExitCode;
+
+use quern_queue::lapin::Connection;
+use quern_worker::config::BrokerArgs;
+use secrecy::ExposeSecret;
+
+pub use args::DlqCommand;
+
+/// Runs one `quern dlq` subcommand.
+pub async fn run(command: DlqCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DlqCommand::List(args) => list::run(args).await,
+        DlqCommand::Show(args) => show::run(args).await,
+        DlqCommand::Replay(args) => replay::run(args).await,
+        DlqCommand::Purge(args) => purge::run(args).await,
+    }
+}
+
+async fn connect(broker: &BrokerArgs) -> anyhow::Result<Connection> {
+    Ok(quern_queue::connect(broker.amqp_url.expose_secret(), "quern dlq").await?)
+}
