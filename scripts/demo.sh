@@ -71,10 +71,11 @@ export QUERN_EMBEDDING_URL QUERN_EMBEDDING_DIM
 "$bin/quern" migrate
 
 for i in $(seq 1 "$workers"); do
-    QUERN_WORKER_ID="demo-worker-$i" "$bin/quern-worker" >".quern/logs/worker-$i.log" 2>&1 &
+    QUERN_WORKER_ID="demo-worker-$i" QUERN_METRICS_ADDR="127.0.0.1:$((9090 + i))" \
+        "$bin/quern-worker" >".quern/logs/worker-$i.log" 2>&1 &
     pids+=("$!")
 done
-quern_log "started $workers workers (logs in .quern/logs/worker-N.log)"
+quern_log "started $workers workers (logs in .quern/logs/worker-N.log; metrics on http://127.0.0.1:909N/metrics)"
 
 ingest_started=$SECONDS
 "$bin/quern" enqueue corpus --collection "$collection" --extensions txt --wait

@@ -36,15 +36,24 @@ pub enum Command {
         #[arg(required = true)]
         document_ids: Vec<String>,
     },
-    /// Show what happened to a job.
+    /// Show what happened to a job; without a job id, an overview: each queue's depth and recent jobs by status.
     Status {
         #[command(flatten)]
+        broker: BrokerArgs,
+        #[command(flatten)]
         database: DatabaseArgs,
-        /// The job id printed by `quern enqueue` or returned by the producer.
-        job_id: uuid::Uuid,
+        /// The job id printed by `quern enqueue` or returned by the producer; leave it out for the overview.
+        job_id: Option<uuid::Uuid>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Overview: count the jobs last updated within this long (e.g. 15m, 1h, 2d).
+        #[arg(long, default_value = "1h", value_name = "DURATION", conflicts_with = "job_id")]
+        window: String,
+        /// Overview: the workers' retry delay tiers (as given to quern-worker), which name the delay queues
+        /// `<prefix>.retry.<delay>`.
+        #[arg(long, env = "QUERN_RETRY_TIERS", default_value = "1s,10s,60s,5m", value_name = "DELAYS")]
+        retry_tiers: String,
     },
     /// Find the chunks nearest to a query (the query is embedded with the configured embedding API).
     Search {

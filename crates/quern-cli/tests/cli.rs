@@ -80,6 +80,8 @@ async fn migrate_enqueue_wait_status_and_search() {
         &env.embedder.url(),
         "--embedding-dim",
         &TEST_DIM.to_string(),
+        "--metrics-addr",
+        "127.0.0.1:0",
     ])
     .expect("worker flags");
     let worker = tokio::spawn(quern_worker::run(config, shutdown.clone()));

@@ -6,12 +6,14 @@
 //! - [`outcome`]: a message's fate and the error classes that decide it;
 //! - [`retry`]: the job-level retry policy (attempts, delay tiers) as a value;
 //! - [`limits`]: the largest job a worker accepts;
+//! - [`metric_names`]: the name of every exported Prometheus series;
 //! - [`digest`]: content hashes used to recognise unchanged documents.
 
 pub mod chunk;
 pub mod digest;
 pub mod job;
 pub mod limits;
+pub mod metric_names;
 pub mod outcome;
 pub mod retry;
 pub mod topology;

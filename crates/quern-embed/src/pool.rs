@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use futures::future::try_join_all;
+use quern_core::metric_names;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use crate::retry::{retry_transient, RetryPolicy};
 use crate::{EmbedError, EmbeddingClient};
@@ -32,6 +34,7 @@ impl EmbeddingPool {
     pub fn new(client: EmbeddingClient, config: PoolConfig) -> EmbeddingPool {
         let config =
             PoolConfig { batch_size: config.batch_size.max(1), max_in_flight: config.max_in_flight.max(1), ..config };
+        metrics::gauge!(metric_names::EMBEDDING_PERMITS).set(config.max_in_flight as f64);
         EmbeddingPool { client, permits: Arc::new(Semaphore::new(config.max_in_flight)), config }
     }
 
@@ -61,8 +64,24 @@ impl EmbeddingPool {
 
     async fn embed_one_batch(&self, batch: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         retry_transient(&self.config.retry, || async {
-            let _permit = self.permits.acquire().await.expect("the pool never closes its semaphore");
-            self.client.embed_batch(batch).await
+            let permit = self.permits.acquire().await.expect("the pool never closes its semaphore");
+            metrics::gauge!(metric_names::EMBEDDING_PERMITS_IN_USE).set(self.in_flight() as f64);
+            let started = Instant::now();
+            let answer = self.client.embed_batch(batch).await;
+            let outcome = match &answer {
+                Ok(_) => "ok",
+                Err(EmbedError::Status { status: 429, .. }) => "429",
+                Err(EmbedError::Status { status: 500..=599, .. }) => "5xx",
+                Err(EmbedError::Status { .. }) => "4xx",
+                Err(EmbedError::Timeout(_)) => "timeout",
+                Err(_) => "error",
+            };
+            metrics::histogram!(metric_names::EMBEDDING_REQUEST_SECONDS, "outcome" => outcome)
+                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!(metric_names::EMBEDDING_REQUEST_INPUTS).record(batch.len() as f64);
+            drop(permit);
+            metrics::gauge!(metric_names::EMBEDDING_PERMITS_IN_USE).set(self.in_flight() as f64);
+            answer
         })
         .await
     }

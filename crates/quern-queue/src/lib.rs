@@ -4,10 +4,12 @@
 //! - [`topology`]: declaring the work exchange, the quorum ingest queue and the dead-letter queue, idempotently;
 //! - [`publish`]: persistent, mandatory publishes whose broker confirm is awaited (nack, return or a missing confirm is an error);
 //! - [`headers`]: Quern's own message headers (RabbitMQ 4 ignores client-set `x-` headers);
+//! - [`depth`]: messages ready and consumers of each queue, a missing queue reported as missing;
 //! - [`error`]: [`QueueError`], which knows whether retrying can help.
 
 pub mod connection;
 pub mod dead_letters;
+pub mod depth;
 pub mod error;
 pub mod headers;
 pub mod publish;

@@ -4,7 +4,8 @@ use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Hook, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use quern_core::metric_names;
 use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::NoTls;
 
@@ -77,6 +78,10 @@ impl Store {
             .create_timeout(Some(config.create_timeout))
             .recycle_timeout(Some(config.recycle_timeout))
             .runtime(Runtime::Tokio1)
+            .post_create(Hook::sync_fn(|_, _| {
+                metrics::counter!(metric_names::DB_CONNECTIONS_OPENED).increment(1);
+                Ok(())
+            }))
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
         Ok(Store { pool, operation_timeout: config.operation_timeout })
@@ -93,7 +98,7 @@ impl Store {
     }
 
     pub(crate) async fn client(&self) -> Result<Object, StoreError> {
-        self.pool.get().await.map_err(|e| StoreError::Pool(e.to_string()))
+        self.pool.get().await.map_err(|e| StoreError::Pool(with_causes(&e)))
     }
 
     /// Runs `operation` under the client-side time limit.
@@ -106,4 +111,20 @@ impl Store {
             .await
             .map_err(|_| StoreError::Timeout { operation, timeout: self.operation_timeout })?
     }
+}
+
+/// An error with its chain of causes ("error connecting to server: Connection refused"): deadpool's and
+/// tokio-postgres's top-level messages leave out the part an operator needs.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }

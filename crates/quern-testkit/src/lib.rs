@@ -174,6 +174,25 @@ impl TestQueues {
     }
 }
 
+/// `GET path` on 127.0.0.1:`port` over plain HTTP/1.1 (a worker's ops endpoint); the status code and body, or
+/// `None` if nothing answers.
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// A TCP port free right now on 127.0.0.1 (for a child process's listener).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
 /// Polls `check` every 100 ms until it returns true or `timeout` passes; returns whether it did.
 pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
 where

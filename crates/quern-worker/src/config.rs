@@ -13,7 +13,8 @@ fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(value.to_owned()))
 }
 
-fn duration(value: &str) -> Result<Duration, String> {
+/// Parses a duration like `500ms`, `10s`, `5m` or `1h30m` (the `--retry-tiers` syntax, shared with `quern`).
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value.trim())
         .map_err(|e| format!("`{value}` is not a duration like 500ms, 10s or 5m: {e}"))
 }
@@ -144,7 +145,7 @@ pub struct WorkerConfig {
     pub max_attempts: u32,
     /// Delay tiers of job retries, comma-separated: retry n waits tier n (the last repeats). One delay queue
     /// `<prefix>.retry.<delay>` per tier.
-    #[arg(long, env = "QUERN_RETRY_TIERS", value_delimiter = ',', default_value = "1s,10s,60s,5m", value_parser = duration)]
+    #[arg(long, env = "QUERN_RETRY_TIERS", value_delimiter = ',', default_value = "1s,10s,60s,5m", value_parser = parse_duration)]
     pub retry_tiers: Vec<Duration>,
     /// Longest time one embedding request is retried (with backoff and full jitter) before the job is retried.
     #[arg(long, env = "QUERN_EMBEDDING_RETRY_MAX_SECS", default_value_t = 30)]
@@ -161,9 +162,20 @@ pub struct WorkerConfig {
     /// This worker's name in logs, dead-letter headers and the broker's consumer list (default: host-pid).
     #[arg(long, env = "QUERN_WORKER_ID")]
     pub worker_id: Option<String>,
+    /// Address of the ops endpoint: `/metrics` (Prometheus), `/healthz`, `/readyz`. Port 0 picks a free port
+    /// (logged); `off` disables it. Give each worker on one host its own port.
+    #[arg(long, env = "QUERN_METRICS_ADDR", default_value = "127.0.0.1:9090")]
+    pub metrics_addr: String,
     /// Log format.
     #[arg(long, env = "QUERN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// TOML file of settings, keyed by flag name (`prefetch = 64`, `retry_tiers = ["1s", "10s"]`). Flags win
+    /// over environment variables, which win over the file, which wins over the defaults.
+    #[arg(long, env = "QUERN_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// Print the effective configuration (secrets redacted, each value's source noted) and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 impl WorkerConfig {

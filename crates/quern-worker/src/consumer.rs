@@ -2,6 +2,7 @@
 //! drain on shutdown. After broker trouble the session is rebuilt (connection, channel, topology, prefetch).
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -9,14 +10,16 @@ use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use quern_core::{Chunker, ErrorClass, Failure, Outcome};
+use quern_core::{metric_names, Chunker, ErrorClass, Failure, Outcome};
 use quern_embed::{EmbeddingClient, EmbeddingPool};
 use quern_queue::QueueArguments;
 use quern_store::Store;
 use secrecy::ExposeSecret;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::ops::{self, Health};
 use crate::republisher::{self, Republisher};
 use crate::{Pipeline, WorkerConfig};
 
@@ -26,6 +29,8 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
 /// Builds the pipeline from the configuration: checks the database answers (migrating it if asked) and that
 /// the chunk settings make sense.
 pub async fn build_pipeline(config: &WorkerConfig) -> anyhow::Result<Pipeline> {
+    // The recorder first: the pool and the store record from the moment they exist.
+    ops::prometheus();
     let chunker =
         Chunker::new(config.chunk_size, config.chunk_overlap).context("invalid --chunk-size / --chunk-overlap")?;
     let client = EmbeddingClient::new(&config.embedding.client_config()).context("invalid embedding settings")?;
@@ -48,6 +53,25 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::R
     run_with_pipeline(&config, pipeline, shutdown).await
 }
 
+/// Starts the ops endpoint (unless `--metrics-addr off`) and the database probe behind `/readyz`; both stop
+/// when `stop` is cancelled, after the drain, so probes see "not ready" rather than a refused connection.
+async fn start_ops(
+    config: &WorkerConfig,
+    pipeline: &Pipeline,
+    health: &Arc<Health>,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    ops::prometheus();
+    tokio::spawn(ops::probe_database(pipeline.store().clone(), health.clone(), Duration::from_secs(2), stop.clone()));
+    if config.metrics_addr.eq_ignore_ascii_case("off") {
+        return Ok(());
+    }
+    let (listener, addr) = ops::bind(&config.metrics_addr).await?;
+    tracing::info!(%addr, "ops endpoint listening: /metrics /healthz /readyz");
+    tokio::spawn(ops::serve(listener, health.clone(), stop.clone()));
+    Ok(())
+}
+
 /// [`run`] with a pipeline built by the caller (tests inject their own).
 pub async fn run_with_pipeline(
     config: &WorkerConfig,
@@ -56,11 +80,17 @@ pub async fn run_with_pipeline(
 ) -> anyhow::Result<()> {
     let worker_id = config.worker_id();
     let tracker = TaskTracker::new();
+    let health = Arc::new(Health::default());
+    let ops_stop = CancellationToken::new();
+    let _stop_ops = ops_stop.clone().drop_guard();
+    start_ops(config, &pipeline, &health, &ops_stop).await?;
     let mut delay = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
-        match consume_session(config, &pipeline, &tracker, &shutdown, &worker_id).await {
+        match consume_session(config, &pipeline, &tracker, &shutdown, &worker_id, &health).await {
             Ok(()) => break,
             Err(error) => {
+                health.set_consuming(false);
+                metrics::counter!(metric_names::BROKER_RECONNECTS).increment(1);
                 let jittered = delay.mul_f64(0.5 + rand_fraction() / 2.0);
                 tracing::warn!(error = %format!("{error:#}"), retry_in_ms = jittered.as_millis() as u64, "broker session ended; reconnecting");
                 tokio::select! {
@@ -90,10 +120,12 @@ async fn consume_session(
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
     worker_id: &str,
+    health: &Health,
 ) -> anyhow::Result<()> {
     let topology = &config.broker.topology;
-    let connection =
-        quern_queue::connect(config.broker.amqp_url.expose_secret(), &format!("quern-worker {worker_id}")).await?;
+    let connection = Arc::new(
+        quern_queue::connect(config.broker.amqp_url.expose_secret(), &format!("quern-worker {worker_id}")).await?,
+    );
     let channel = connection.create_channel().await.context("opening a channel")?;
     quern_queue::declare_topology(&channel, topology, QueueArguments::default()).await?;
     quern_queue::declare_retry_queues(&channel, topology, &config.retry_tiers).await?;
@@ -112,6 +144,16 @@ async fn consume_session(
         .await
         .context("starting the consumer")?;
     tracing::info!(%queue, prefetch = config.prefetch, "consuming");
+    health.set_consuming(true);
+    let session_over = CancellationToken::new();
+    let _end_polling = session_over.clone().drop_guard();
+    tokio::spawn(ops::poll_queue_depths(
+        connection.clone(),
+        topology.clone(),
+        config.retry_tiers.clone(),
+        Duration::from_secs(5),
+        session_over.clone(),
+    ));
 
     let ended = loop {
         tokio::select! {
@@ -127,6 +169,7 @@ async fn consume_session(
         }
     };
     if ended.is_ok() {
+        health.set_draining();
         tracing::info!(in_flight = tracker.len(), "shutdown requested: no new jobs; finishing in-flight ones");
         if let Err(error) = channel.basic_cancel(consumer_tag.as_str().into(), BasicCancelOptions::default()).await {
             tracing::warn!(%error, "cancelling the consumer failed");
@@ -146,6 +189,9 @@ async fn consume_session(
 /// Processes one delivery and settles it with the broker. The only place an outcome becomes an ack, a
 /// delayed retry or a dead letter. Retries and dead letters are published (and confirmed) before the ack.
 async fn handle_delivery(pipeline: Pipeline, republisher: Republisher, delivery: Delivery) {
+    metrics::counter!(metric_names::JOBS_RECEIVED).increment(1);
+    metrics::gauge!(metric_names::JOBS_IN_FLIGHT).increment(1.0);
+    let started = Instant::now();
     let failed_attempts = republisher::failed_attempts(&delivery);
     // A panic in one job must not take the worker down: it becomes that job's dead letter.
     let outcome =
@@ -173,6 +219,20 @@ async fn handle_delivery(pipeline: Pipeline, republisher: Republisher, delivery:
             republisher.dead_letter(&delivery, *failed_attempts, failure).await
         }
     };
+    metrics::histogram!(metric_names::JOB_DURATION_SECONDS, "span" => "processing")
+        .record(started.elapsed().as_secs_f64());
+    if moved.is_ok() {
+        match &outcome {
+            Outcome::Ack => {}
+            Outcome::Retry { failure, .. } => {
+                metrics::counter!(metric_names::JOBS_RETRIED, "reason" => failure.reason.clone()).increment(1);
+            }
+            Outcome::DeadLetter { failure, .. } => {
+                let labels = [("reason_class", failure.class.as_str().to_owned()), ("reason", failure.reason.clone())];
+                metrics::counter!(metric_names::JOBS_DEAD_LETTERED, &labels).increment(1);
+            }
+        }
+    }
     let settled = match moved {
         Ok(()) => delivery.ack(BasicAckOptions::default()).await,
         Err(error) => {
@@ -188,6 +248,7 @@ async fn handle_delivery(pipeline: Pipeline, republisher: Republisher, delivery:
         Ok(false) => tracing::warn!("the channel is gone; the broker will redeliver this job"),
         Err(error) => tracing::warn!(%error, "settling the delivery failed; the broker will redeliver this job"),
     }
+    metrics::gauge!(metric_names::JOBS_IN_FLIGHT).decrement(1.0);
 }
 
 /// A fraction in [0, 1) for jitter, without a random-number crate: the sub-second clock is noise enough.

@@ -1,14 +1,18 @@
 //! The Quern worker: consume ingestion jobs, chunk them, embed the chunks, commit the vectors, then ack.
 //!
 //! - [`config`]: every setting, as flags and `QUERN_*` environment variables (shared with the `quern` CLI);
+//! - [`config_file`]: flags > environment > TOML file > defaults, and `--print-config`;
 //! - [`pipeline`]: [`Pipeline::process_delivery`], one message body in, one [`quern_core::Outcome`] out;
 //! - [`consumer`]: [`run`], the broker session: consume, hand each delivery to the pipeline, map its outcome
 //!   to ack / requeue / dead-letter, reconnect after broker trouble, drain on shutdown;
 //! - [`republisher`]: moving a message to a delay queue (retry later) or the dead-letter queue, confirmed before the ack;
+//! - [`ops`]: `/metrics`, `/healthz` and `/readyz`, and the readiness state behind them;
 //! - [`telemetry`]: tracing setup.
 
 pub mod config;
+pub mod config_file;
 pub mod consumer;
+pub mod ops;
 pub mod pipeline;
 pub mod republisher;
 pub mod signals;

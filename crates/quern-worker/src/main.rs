@@ -1,23 +1,39 @@
-//! `quern-worker`: parse the configuration, set up logging, run until SIGTERM or ctrl-c.
+//! `quern-worker`: load the configuration (flags > env > file > defaults), set up logging, run until SIGTERM or
+//! ctrl-c.
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use quern_worker::{signals, telemetry, WorkerConfig};
+use quern_worker::{config_file, signals, telemetry};
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let config = WorkerConfig::parse();
-    telemetry::init(config.log_format);
-    let shutdown = CancellationToken::new();
-    tokio::spawn(signals::cancel_on_signals(shutdown.clone()));
-    match quern_worker::run(config, shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!("{error:#}");
-            eprintln!("quern-worker: {error:#}");
-            ExitCode::FAILURE
-        }
+fn main() -> ExitCode {
+    let loaded = match config_file::load(std::env::args_os().collect()) {
+        Ok(loaded) => loaded,
+        Err(error) => error.exit(),
+    };
+    if loaded.config.print_config {
+        print!("{}", loaded.render());
+        return ExitCode::SUCCESS;
     }
+    let config = loaded.config;
+    telemetry::init(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("quern-worker: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(signals::cancel_on_signals(shutdown.clone()));
+        match quern_worker::run(config, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!("{error:#}");
+                eprintln!("quern-worker: {error:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }

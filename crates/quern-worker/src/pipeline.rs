@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use pgvector::Vector;
 use quern_core::digest::content_sha256;
 use quern_core::{
-    Chunker, ErrorClass, Failure, Job, JobOp, LimitExceeded, Limits, Outcome, RetryDecision, RetryPolicy,
+    metric_names, Chunker, ErrorClass, Failure, Job, JobOp, LimitExceeded, Limits, Outcome, RetryDecision, RetryPolicy,
 };
 use quern_embed::{EmbedError, EmbeddingPool};
 use quern_store::{ChunkRow, DocumentWrite, JobStart, JobStatus, JobVersion, Store, StoreError, WriteResult};
@@ -137,16 +137,27 @@ impl Pipeline {
         }
         let version = job_version(job);
         let result = match job.op {
-            JobOp::Delete => self.store.commit_delete(job, version).await.map_err(JobFailure::Store).map(|r| (r, 0)),
+            JobOp::Delete => timed_write("delete", self.store.commit_delete(job, version)).await.map(|r| (r, 0)),
             JobOp::Upsert => self.upsert(job, version).await,
         };
         match result {
-            Ok((WriteResult::Applied, chunks)) => {
-                tracing::info!(chunks, op = job.op.as_str(), "job succeeded");
-                Outcome::Ack
-            }
-            Ok((WriteResult::Superseded, _)) => {
-                tracing::info!(op = job.op.as_str(), "a later job already wrote this document; nothing to change");
+            Ok((written, chunks)) => {
+                match written {
+                    WriteResult::Applied => tracing::info!(chunks, op = job.op.as_str(), "job succeeded"),
+                    WriteResult::Superseded => {
+                        tracing::info!(
+                            op = job.op.as_str(),
+                            "a later job already wrote this document; nothing to change"
+                        )
+                    }
+                }
+                metrics::counter!(metric_names::JOBS_SUCCEEDED).increment(1);
+                if let Some(created_ms) = job.created_at_ms() {
+                    let waited = Utc::now().timestamp_millis() - created_ms as i64;
+                    let seconds = waited.max(0) as f64 / 1000.0;
+                    metrics::histogram!(metric_names::JOB_DURATION_SECONDS, "span" => "enqueue_to_commit")
+                        .record(seconds);
+                }
                 Outcome::Ack
             }
             Err(failure) => self.fail(job, failure, failed_attempts).await,
@@ -182,7 +193,8 @@ impl Pipeline {
             // Same text, model and chunking (e.g. a redelivery after a crash between commit and ack): the
             // vectors would be the same, so no embedding call is paid for again.
             tracing::info!("document unchanged; keeping its vectors");
-            let result = self.store.commit_unchanged(&write, chunks.len()).await.map_err(JobFailure::Store)?;
+            let result = timed_write("unchanged", self.store.commit_unchanged(&write, chunks.len())).await?;
+            metrics::counter!(metric_names::CHUNKS_REUSED).increment(chunks.len() as u64);
             return Ok((result, chunks.len()));
         }
         let hashes: Vec<String> = chunks.iter().map(|c| content_sha256(c)).collect();
@@ -228,7 +240,9 @@ impl Pipeline {
                 ChunkRow { content: (*content).to_owned(), content_sha256: hash.clone(), embedding }
             })
             .collect();
-        let result = self.store.commit_upsert(&write, &rows).await.map_err(JobFailure::Store)?;
+        let result = timed_write("upsert", self.store.commit_upsert(&write, &rows)).await?;
+        metrics::counter!(metric_names::CHUNKS_EMBEDDED).increment(to_embed.len() as u64);
+        metrics::counter!(metric_names::CHUNKS_REUSED).increment((rows.len() - to_embed.len()) as u64);
         Ok((result, rows.len()))
     }
 
@@ -260,6 +274,17 @@ impl Pipeline {
             tracing::warn!(%job_id, error = %store_error, "could not record the job's failure");
         }
     }
+}
+
+/// Runs a write transaction, recording its duration under `op`.
+async fn timed_write<T>(
+    op: &'static str,
+    write: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, JobFailure> {
+    let started = tokio::time::Instant::now();
+    let result = write.await;
+    metrics::histogram!(metric_names::DB_WRITE_SECONDS, "op" => op).record(started.elapsed().as_secs_f64());
+    result.map_err(JobFailure::Store)
 }
 
 /// The job's place in its document's order of writes: the time in its UUIDv7 id, else now (a job whose id

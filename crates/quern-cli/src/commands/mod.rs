@@ -17,7 +17,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate { database, embedding_dim } => migrate::run(&database, embedding_dim as usize).await,
         Command::Enqueue(args) => enqueue::run(args).await,
         Command::Delete { broker, collection, document_ids } => delete::run(&broker, &collection, &document_ids).await,
-        Command::Status { database, job_id, json } => status::run(&database, job_id, json).await,
+        Command::Status { broker, database, job_id, json, window, retry_tiers } => {
+            status::run(&broker, &database, job_id, json, &window, &retry_tiers).await
+        }
         Command::Search { database, embedding, query, collection, k, json } => {
             search::run(&database, &embedding, &query, &collection, k as usize, json).await
         }

@@ -360,3 +360,44 @@ async fn a_message_that_kills_every_worker_is_dead_lettered_by_the_delivery_limi
     assert!(crashes >= 2, "the poison was retried before the limit: {crashes} crashes");
     scenario.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault injection: run with scripts/chaos.sh"]
+async fn readiness_follows_postgres_and_the_drain() {
+    let scenario = Scenario::start("readiness", FakeEmbedderConfig { latency_ms: 200, ..Default::default() }).await;
+    let port = quern_testkit::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut worker = scenario.spawn_worker("w1", &["--metrics-addr", &addr]);
+    let readiness = |expected: u16| async move {
+        wait_until(Duration::from_secs(30), || async move {
+            quern_testkit::http_get(port, "/readyz").await.is_some_and(|(status, _)| status == expected)
+        })
+        .await
+    };
+    assert!(readiness(200).await, "ready once consuming with the database up");
+    services("stop").await;
+    let went_down = readiness(503).await;
+    let body = quern_testkit::http_get(port, "/readyz").await.map(|(_, body)| body).unwrap_or_default();
+    services("start").await;
+    assert!(went_down, "not ready while Postgres is down");
+    assert!(body.contains("\"database\":false"), "{body}");
+    assert!(readiness(200).await, "ready again once Postgres is back");
+
+    // Draining: with jobs in flight, /readyz answers 503 between SIGTERM and exit.
+    let jobs = jobs(40, 40);
+    let confirmed = scenario.enqueue(&jobs).await;
+    assert!(wait_succeeded(&scenario, &confirmed, 2, Duration::from_secs(30)).await);
+    sigterm(&worker);
+    let drained_unready = readiness(503).await;
+    assert!(exit_within(&mut worker, Duration::from_secs(40)).await.success());
+    let mut second = scenario.spawn_worker("w2", &[]);
+    let done = wait_succeeded(&scenario, &confirmed, 40, Duration::from_secs(60)).await;
+    sigterm(&second);
+    assert!(exit_within(&mut second, Duration::from_secs(40)).await.success());
+    let figures = settle(&scenario, &confirmed, &jobs, &chunker()).await;
+    figures.print(scenario.name, "Postgres stopped and started: /readyz 200 -> 503 -> 200; 503 while draining");
+    assert!(drained_unready, "not ready while draining");
+    assert!(done, "{figures:?}");
+    assert_nothing_lost(&figures);
+    scenario.cleanup().await;
+}

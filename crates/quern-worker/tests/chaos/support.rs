@@ -47,6 +47,8 @@ impl Scenario {
             "200ms,500ms,1s",
             "--max-attempts",
             "10",
+            "--metrics-addr",
+            "127.0.0.1:0",
         ]
         .iter()
         .map(|s| (*s).to_owned())

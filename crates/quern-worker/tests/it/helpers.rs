@@ -45,6 +45,9 @@ impl Harness {
             "40".into(),
             "--batch-size".into(),
             "8".into(),
+            // Tests run in parallel in one process: each worker's ops endpoint on a port of its own.
+            "--metrics-addr".into(),
+            "127.0.0.1:0".into(),
         ];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         args

@@ -6,6 +6,7 @@ mod end_to_end;
 mod helpers;
 mod idempotency;
 mod limits;
+mod ops;
 mod reingest;
 mod retries;
 mod shutdown;

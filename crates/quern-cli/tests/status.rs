@@ -1,0 +1,212 @@
+//! `quern status` without a job id against the real services: queue depths and consumers, jobs by status over a
+//! window, the commonest reasons jobs died, and each half still printed when the other service is down.
+
+use std::process::Output;
+
+use quern_producer::{Job, Producer, ProducerConfig};
+use quern_testkit::{TestDatabase, TestQueues, TEST_DIM, TEST_RETRY_TIERS};
+use serde_json::{json, Value};
+
+/// Where nothing listens.
+const DEAD_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:1/%2f";
+const DEAD_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:1/postgres";
+
+/// Runs `quern` against `queues` and `database_url`, with the broker at `amqp_url`.
+async fn quern(queues: &TestQueues, amqp_url: &str, database_url: &str, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_quern"))
+        .args(args)
+        .env("QUERN_AMQP_URL", amqp_url)
+        .env("QUERN_QUEUE_PREFIX", queues.topology.prefix())
+        .env("QUERN_DATABASE_URL", database_url)
+        .env_remove("QUERN_RETRY_TIERS")
+        .output()
+        .await
+        .expect("run quern")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn json_of(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(output)))
+}
+
+/// Inserts `count` jobs in `status`, last updated `ago_secs` ago.
+async fn insert_jobs(db: &TestDatabase, status: &str, error: Option<&str>, ago_secs: f64, count: i32) {
+    db.client()
+        .await
+        .execute(
+            "INSERT INTO quern_jobs (job_id, collection, document_id, status, attempts, last_error, updated_at)
+             SELECT gen_random_uuid(), 'docs', 'doc-' || i, $1, 1, $2, now() - make_interval(secs => $3)
+             FROM generate_series(1, $4::int4) AS i",
+            &[&status, &error, &ago_secs, &count],
+        )
+        .await
+        .expect("insert jobs");
+}
+
+/// Three jobs in the work queue (through the producer, which also declares the dead-letter queue).
+async fn publish_three(queues: &TestQueues) {
+    let config = ProducerConfig::new(quern_testkit::amqp_url()).with_topology(queues.topology.clone());
+    let producer = Producer::connect(config).await.expect("producer");
+    let jobs: Vec<Job> = (0..3).map(|i| Job::upsert("docs", format!("doc-{i}"), "some text")).collect();
+    producer.enqueue_many(&jobs).await.expect("enqueue");
+}
+
+/// A queue listed in the overview: `(name, messages, consumers)`.
+fn queue_rows(overview: &Value) -> Vec<(String, Value, Value)> {
+    overview["queues"]
+        .as_array()
+        .expect("queues")
+        .iter()
+        .map(|q| (q["name"].as_str().expect("name").to_owned(), q["messages"].clone(), q["consumers"].clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overview_shows_queue_depths_recent_jobs_and_why_jobs_died() {
+    quern_testkit::init_tracing();
+    let queues = TestQueues::new("status");
+    let db = TestDatabase::create(TEST_DIM).await;
+    publish_three(&queues).await;
+
+    let long_error = format!("embedding API refused the batch: {}", "x".repeat(200));
+    insert_jobs(&db, "queued", None, 0.0, 1).await;
+    insert_jobs(&db, "running", None, 60.0, 2).await;
+    insert_jobs(&db, "succeeded", None, 10.0, 4).await;
+    insert_jobs(&db, "failed", Some("embedding API answered 503"), 5.0, 1).await;
+    insert_jobs(&db, "dead", Some("contract: `text` is missing"), 30.0, 2).await;
+    insert_jobs(&db, "dead", Some(&long_error), 20.0, 1).await;
+    // Outside the default window of 1h.
+    insert_jobs(&db, "succeeded", None, 7_200.0, 5).await;
+    insert_jobs(&db, "dead", Some("an old reason"), 7_200.0, 3).await;
+
+    let prefix = queues.topology.prefix().to_owned();
+    let amqp = quern_testkit::amqp_url();
+    let output = quern(&queues, &amqp, &db.url, &["status", "--json"]).await;
+    assert!(output.status.success(), "{output:?}");
+    let overview = json_of(&output);
+    let null = Value::Null;
+    assert_eq!(
+        queue_rows(&overview),
+        [
+            (format!("{prefix}.ingest"), json!(3), json!(0)),
+            (format!("{prefix}.retry.1s"), null.clone(), null.clone()),
+            (format!("{prefix}.retry.10s"), null.clone(), null.clone()),
+            (format!("{prefix}.retry.60s"), null.clone(), null.clone()),
+            (format!("{prefix}.retry.300s"), null.clone(), null.clone()),
+            (format!("{prefix}.dead"), json!(0), json!(0)),
+        ],
+        "{overview}"
+    );
+    assert_eq!(
+        overview["jobs"],
+        json!({"window_secs": 3600, "queued": 1, "running": 2, "succeeded": 4, "failed": 1, "dead": 3})
+    );
+    let truncated: String = long_error.chars().take(100).collect();
+    assert_eq!(
+        overview["dead_reasons"],
+        json!([{"error": "contract: `text` is missing", "count": 2}, {"error": truncated, "count": 1}])
+    );
+
+    // A wider window takes the old rows in; the delay queues of other tiers are named after those tiers.
+    let channel =
+        quern_queue::connect(&amqp, "quern-test").await.expect("connect").create_channel().await.expect("channel");
+    quern_queue::declare_retry_queues(&channel, &queues.topology, TEST_RETRY_TIERS).await.expect("retry queues");
+    let wide =
+        quern(&queues, &amqp, &db.url, &["status", "--json", "--window", "3h", "--retry-tiers", "100ms,200ms"]).await;
+    assert!(wide.status.success(), "{wide:?}");
+    let wide = json_of(&wide);
+    assert_eq!(wide["jobs"]["window_secs"], 10_800);
+    assert_eq!(wide["jobs"]["succeeded"], 9);
+    assert_eq!(wide["jobs"]["dead"], 6);
+    assert_eq!(wide["dead_reasons"][0], json!({"error": "an old reason", "count": 3}));
+    let names: Vec<String> = queue_rows(&wide).into_iter().map(|(name, _, _)| name).collect();
+    assert_eq!(
+        names,
+        [
+            format!("{prefix}.ingest"),
+            format!("{prefix}.retry.100ms"),
+            format!("{prefix}.retry.200ms"),
+            format!("{prefix}.dead")
+        ]
+    );
+    assert!(queue_rows(&wide).iter().all(|(_, messages, _)| !messages.is_null()), "{wide}");
+
+    // The table names every queue and says which are missing.
+    let table = quern(&queues, &amqp, &db.url, &["status"]).await;
+    assert!(table.status.success(), "{table:?}");
+    let text = stdout(&table);
+    for queue in ["ingest", "retry.1s", "retry.10s", "retry.60s", "retry.300s", "dead"] {
+        assert!(text.contains(&format!("{prefix}.{queue}")), "{queue} in\n{text}");
+    }
+    assert!(text.contains("missing"), "{text}");
+    assert!(text.contains("jobs updated in the last 1h"), "{text}");
+    assert!(text.contains("contract: `text` is missing"), "{text}");
+
+    queues.delete().await;
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_half_prints_when_the_other_service_is_down() {
+    quern_testkit::init_tracing();
+    let queues = TestQueues::new("statusdown");
+    let db = TestDatabase::create(TEST_DIM).await;
+    publish_three(&queues).await;
+    insert_jobs(&db, "succeeded", None, 1.0, 2).await;
+    let prefix = queues.topology.prefix().to_owned();
+    let amqp = quern_testkit::amqp_url();
+
+    let no_database = quern(&queues, &amqp, DEAD_DATABASE_URL, &["status"]).await;
+    assert_eq!(no_database.status.code(), Some(1), "{no_database:?}");
+    assert!(stdout(&no_database).contains(&format!("{prefix}.ingest")), "{}", stdout(&no_database));
+    assert!(stdout(&no_database).contains(&format!("{prefix}.dead")), "{}", stdout(&no_database));
+    assert!(stderr(&no_database).contains("jobs:"), "{}", stderr(&no_database));
+    let no_database = quern(&queues, &amqp, DEAD_DATABASE_URL, &["status", "--json"]).await;
+    assert_eq!(no_database.status.code(), Some(1));
+    let overview = json_of(&no_database);
+    assert_eq!(overview["queues"][0], json!({"name": format!("{prefix}.ingest"), "messages": 3, "consumers": 0}));
+    assert!(overview["jobs"].is_null(), "{overview}");
+
+    let no_broker = quern(&queues, DEAD_AMQP_URL, &db.url, &["status", "--json"]).await;
+    assert_eq!(no_broker.status.code(), Some(1), "{no_broker:?}");
+    let overview = json_of(&no_broker);
+    assert!(overview["queues"].is_null(), "{overview}");
+    assert_eq!(overview["jobs"]["succeeded"], 2);
+    assert!(
+        stderr(&no_broker).contains("queues:") && stderr(&no_broker).contains("127.0.0.1:1"),
+        "{}",
+        stderr(&no_broker)
+    );
+
+    queues.delete().await;
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_job_id_still_shows_one_job_and_overview_flags_are_checked() {
+    let queues = TestQueues::new("statusflags");
+    let amqp = quern_testkit::amqp_url();
+    let unknown = quern(&queues, &amqp, DEAD_DATABASE_URL, &["status", &uuid::Uuid::new_v4().to_string()]).await;
+    assert_eq!(unknown.status.code(), Some(1), "an unreachable database is an error, not an unknown job");
+
+    let db = TestDatabase::create(TEST_DIM).await;
+    let unknown = quern(&queues, DEAD_AMQP_URL, &db.url, &["status", &uuid::Uuid::new_v4().to_string()]).await;
+    assert_eq!(unknown.status.code(), Some(4), "the broker is not needed for one job: {unknown:?}");
+
+    let window_with_job =
+        quern(&queues, &amqp, &db.url, &["status", &uuid::Uuid::new_v4().to_string(), "--window", "2h"]).await;
+    assert_eq!(window_with_job.status.code(), Some(2));
+    for (flag, value) in [("--window", "soon"), ("--window", "1h,2h"), ("--retry-tiers", "1s,later")] {
+        let bad = quern(&queues, &amqp, &db.url, &["status", flag, value]).await;
+        assert_eq!(bad.status.code(), Some(2), "{flag} {value}: {bad:?}");
+        assert!(stderr(&bad).contains(flag), "{}", stderr(&bad));
+    }
+    db.drop_database().await;
+}

@@ -1,0 +1,86 @@
+//! Recent jobs at a glance, for operators: how many are in each status, and why the dead ones died.
+
+use std::time::Duration;
+
+use crate::{Store, StoreError};
+
+/// Dead-job reasons listed by [`Store::job_overview`].
+pub const TOP_DEAD_REASONS: i64 = 5;
+/// Characters of `last_error` kept: reasons that differ only further on are counted together.
+pub const REASON_CHARS: i32 = 100;
+
+/// Jobs last updated within a window, by status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobOverview {
+    /// The window counted: jobs whose `updated_at` is at most this old.
+    pub window: Duration,
+    /// Enqueued, not yet picked up (only tools that choose to write this status).
+    pub queued: u64,
+    /// A worker is on them.
+    pub running: u64,
+    /// Their rows are committed.
+    pub succeeded: u64,
+    /// Their last attempt failed; they will be retried.
+    pub failed: u64,
+    /// They cannot succeed; their messages are in the dead-letter queue.
+    pub dead: u64,
+    /// The commonest reasons among the dead jobs, most frequent first (ties: most recent first).
+    pub dead_reasons: Vec<DeadReason>,
+}
+
+/// One reason jobs died, and how many died of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadReason {
+    /// The first [`REASON_CHARS`] characters of `last_error`; `None` for jobs recorded without one.
+    pub error: Option<String>,
+    /// Dead jobs with this reason in the window.
+    pub count: u64,
+}
+
+impl Store {
+    /// Counts of jobs by status among those updated within `window`, with the top reasons of the dead ones.
+    pub async fn job_overview(&self, window: Duration) -> Result<JobOverview, StoreError> {
+        self.timed("job overview", async {
+            let client = self.client().await?;
+            let window_secs = window.as_secs_f64();
+            let counts = client
+                .query(
+                    "SELECT status, count(*) FROM quern_jobs
+                     WHERE updated_at >= now() - make_interval(secs => $1)
+                     GROUP BY status",
+                    &[&window_secs],
+                )
+                .await
+                .map_err(StoreError::db("count jobs by status"))?;
+            let mut overview = JobOverview { window, ..JobOverview::default() };
+            for row in counts {
+                let count = row.get::<_, i64>(1) as u64;
+                match row.get::<_, &str>(0) {
+                    "queued" => overview.queued = count,
+                    "running" => overview.running = count,
+                    "succeeded" => overview.succeeded = count,
+                    "failed" => overview.failed = count,
+                    "dead" => overview.dead = count,
+                    _ => {}
+                }
+            }
+            let reasons = client
+                .query(
+                    "SELECT left(last_error, $2), count(*) FROM quern_jobs
+                     WHERE status = 'dead' AND updated_at >= now() - make_interval(secs => $1)
+                     GROUP BY 1
+                     ORDER BY count(*) DESC, max(updated_at) DESC
+                     LIMIT $3",
+                    &[&window_secs, &REASON_CHARS, &TOP_DEAD_REASONS],
+                )
+                .await
+                .map_err(StoreError::db("top dead-job reasons"))?;
+            overview.dead_reasons = reasons
+                .into_iter()
+                .map(|row| DeadReason { error: row.get(0), count: row.get::<_, i64>(1) as u64 })
+                .collect();
+            Ok(overview)
+        })
+        .await
+    }
+}

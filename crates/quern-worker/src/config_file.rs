@@ -1,0 +1,328 @@
+//! Loading the worker's settings from flags, `QUERN_*` environment variables and an optional TOML file, in that
+//! order of precedence, and printing the effective result with secrets redacted.
+//!
+//! A file setting is injected as a flag ahead of the real ones, and only when neither that flag nor its
+//! environment variable is given, so clap still parses and validates every value and names the setting when
+//! one is wrong.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches};
+
+use crate::WorkerConfig;
+
+/// Settings whose value is a URL that may hold a password: printed with the password masked.
+const SECRET_URLS: &[&str] = &["amqp_url", "database_url"];
+/// Settings that are secrets whole: never printed.
+const SECRETS: &[&str] = &["embedding_api_key"];
+/// Settings that make no sense in a file.
+const NOT_IN_FILE: &[&str] = &["config", "print_config", "help", "version"];
+
+/// The parsed configuration and what is needed to explain it.
+pub struct LoadedConfig {
+    /// The settings.
+    pub config: WorkerConfig,
+    matches: ArgMatches,
+    command: Command,
+    from_file: BTreeSet<String>,
+    file: Option<PathBuf>,
+}
+
+/// Parses `args` (program name first) and the process environment, reading `--config FILE` or `QUERN_CONFIG` if
+/// given. Errors are clap's (exit status 2, naming the flag), with the source of the bad value added when it was
+/// not a flag.
+pub fn load(args: Vec<OsString>) -> Result<LoadedConfig, clap::Error> {
+    let env = |name: &str| std::env::var(name).ok();
+    let env: &dyn Fn(&str) -> Option<String> = &env;
+    let command = WorkerConfig::command().args_override_self(true);
+    let file = config_path(&args, env);
+    let (argv, from_file) = match &file {
+        Some(path) => inject_file(&command, path, args, env)?,
+        None => (args, BTreeSet::new()),
+    };
+    let typed: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let matches = command
+        .clone()
+        .try_get_matches_from(argv)
+        .map_err(|e| explain(e, &command, &from_file, file.as_deref(), &typed, env))?;
+    let config = WorkerConfig::from_arg_matches(&matches)?;
+    Ok(LoadedConfig { config, matches, command, from_file, file })
+}
+
+fn config_path(args: &[OsString], env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let mut iter = args.iter().skip(1);
+    while let Some(arg) = iter.next() {
+        let arg = arg.to_string_lossy();
+        if arg == "--config" {
+            return iter.next().map(PathBuf::from);
+        }
+        if let Some(path) = arg.strip_prefix("--config=") {
+            return Some(PathBuf::from(path));
+        }
+    }
+    env("QUERN_CONFIG").filter(|p| !p.is_empty()).map(PathBuf::from)
+}
+
+/// The program name, then the file's settings as flags, then the real arguments (which override them).
+fn inject_file(
+    command: &Command,
+    path: &Path,
+    args: Vec<OsString>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Vec<OsString>, BTreeSet<String>), clap::Error> {
+    let fail = |message: String| command.clone().error(clap::error::ErrorKind::InvalidValue, message);
+    let text =
+        std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read config file {}: {e}", path.display())))?;
+    let table: toml::Table =
+        text.parse().map_err(|e| fail(format!("config file {} is not valid TOML: {e}", path.display())))?;
+    let given: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+    let mut injected: Vec<OsString> = Vec::new();
+    let mut from_file = BTreeSet::new();
+    for (key, value) in &table {
+        let wanted = key.replace('-', "_");
+        let arg = command
+            .get_arguments()
+            .find(|a| file_key(a) == wanted && !NOT_IN_FILE.contains(&wanted.as_str()))
+            .ok_or_else(|| fail(format!("unknown setting `{key}` in config file {} (see --help)", path.display())))?;
+        let id = arg.get_id().as_str().to_owned();
+        let long = format!("--{}", arg.get_long().unwrap_or(arg.get_id().as_str()));
+        let on_command_line = given.iter().any(|g| *g == long || g.starts_with(&format!("{long}=")));
+        let in_env = arg.get_env().and_then(|name| env(&name.to_string_lossy())).is_some();
+        if on_command_line || in_env {
+            continue;
+        }
+        let rendered = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) if matches!(arg.get_action(), ArgAction::SetTrue) => {
+                if *b {
+                    injected.push(long.into());
+                    from_file.insert(id);
+                }
+                continue;
+            }
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))
+                .collect::<Vec<_>>()
+                .join(","),
+            other => {
+                return Err(fail(format!(
+                    "setting `{key}` in config file {}: unsupported value {other}",
+                    path.display()
+                )))
+            }
+        };
+        injected.push(format!("{long}={rendered}").into());
+        from_file.insert(id);
+    }
+    let mut argv = Vec::with_capacity(args.len() + injected.len());
+    let mut args = args.into_iter();
+    argv.extend(args.next());
+    argv.extend(injected);
+    argv.extend(args);
+    Ok((argv, from_file))
+}
+
+/// A setting's key in a config file: its flag name in snake case (`queue_prefix` for `--queue-prefix`).
+fn file_key(arg: &clap::Arg) -> String {
+    arg.get_long().map(|long| long.replace('-', "_")).unwrap_or_else(|| arg.get_id().as_str().to_owned())
+}
+
+/// Adds where a bad value came from when it was not typed as a flag (clap only names the flag).
+fn explain(
+    error: clap::Error,
+    command: &Command,
+    from_file: &BTreeSet<String>,
+    file: Option<&Path>,
+    typed: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(flag)) = error.get(ContextKind::InvalidArg) else { return error };
+    let long = flag.split_whitespace().next().unwrap_or_default().trim_start_matches("--").to_owned();
+    let Some(arg) = command.get_arguments().find(|a| a.get_long() == Some(long.as_str())) else { return error };
+    let id = arg.get_id().as_str();
+    let as_flag = format!("--{long}");
+    let typed_as_flag = typed.iter().any(|t| *t == as_flag || t.starts_with(&format!("{as_flag}=")));
+    let source = if from_file.contains(id) {
+        file.map(|f| format!("setting `{}` in config file {}", file_key(arg), f.display()))
+    } else if typed_as_flag {
+        None
+    } else {
+        arg.get_env()
+            .map(|name| name.to_string_lossy().into_owned())
+            .filter(|name| env(name).is_some())
+            .map(|name| format!("environment variable {name}"))
+    };
+    let bad_value =
+        matches!(error.kind(), clap::error::ErrorKind::InvalidValue | clap::error::ErrorKind::ValueValidation);
+    match source {
+        Some(source) if bad_value => {
+            let rendered = error.render().to_string();
+            let first_line = rendered.lines().next().unwrap_or_default().trim_start_matches("error: ");
+            command.clone().error(error.kind(), format!("{first_line} (set by {source})"))
+        }
+        _ => error,
+    }
+}
+
+impl std::fmt::Debug for LoadedConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedConfig").field("config", &self.config).field("from_file", &self.from_file).finish()
+    }
+}
+
+impl LoadedConfig {
+    /// The effective configuration as TOML (usable as a config file), secrets redacted, sources noted.
+    pub fn render(&self) -> String {
+        let mut out = String::from(
+            "# quern-worker effective configuration: flags > environment > config file > defaults; secrets redacted\n",
+        );
+        for arg in self.command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if NOT_IN_FILE.contains(&id) {
+                continue;
+            }
+            let values: Vec<String> = self
+                .matches
+                .get_raw(id)
+                .map(|raw| raw.map(|v| v.to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            let source = match self.matches.value_source(id) {
+                _ if self.from_file.contains(id) => {
+                    format!(
+                        "config file {}",
+                        self.file.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default()
+                    )
+                }
+                Some(ValueSource::CommandLine) => "flag".to_owned(),
+                Some(ValueSource::EnvVariable) => {
+                    format!("env {}", arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default())
+                }
+                Some(ValueSource::DefaultValue) => "default".to_owned(),
+                _ => "unset".to_owned(),
+            };
+            let value = if values.is_empty() {
+                None
+            } else if SECRETS.contains(&id) {
+                Some("***".to_owned())
+            } else if SECRET_URLS.contains(&id) {
+                Some(values.iter().map(|v| quern_queue::redact_url(v)).collect::<Vec<_>>().join(","))
+            } else {
+                Some(values.join(","))
+            };
+            let key = file_key(arg);
+            let is_switch = matches!(arg.get_action(), ArgAction::SetTrue);
+            match value {
+                // Switches print as TOML booleans, the rest as strings, so the output reads back as a config file.
+                Some(value) if is_switch => out.push_str(&format!("{key} = {value}  # {source}\n")),
+                Some(value) => out.push_str(&format!("{key} = {}  # {source}\n", toml::Value::String(value))),
+                None => out.push_str(&format!("# {key} is not set\n")),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// clap reads the real environment: tests that set variables take turns.
+    static ENV: Mutex<()> = Mutex::new(());
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        std::iter::once("quern-worker").chain(list.iter().copied()).map(OsString::from).collect()
+    }
+
+    fn file(contents: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("quern-config-{}.toml", uuid::Uuid::new_v4()));
+        std::fs::write(&path, contents).expect("write config");
+        path
+    }
+
+    /// Runs `check` with `name=value` in the environment.
+    fn with_env<T>(name: &str, value: &str, check: impl FnOnce() -> T) -> T {
+        let _turn = ENV.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::env::set_var(name, value);
+        let result = check();
+        std::env::remove_var(name);
+        result
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file_beat_defaults() {
+        let path =
+            file("prefetch = 11\nbatch_size = 12\nchunk-size = 500\nretry_tiers = [\"2s\", \"20s\"]\nmigrate = true\n");
+        let loaded = with_env("QUERN_BATCH_SIZE", "22", || {
+            load(args(&["--config", path.to_str().expect("utf-8"), "--prefetch", "33"])).expect("valid")
+        });
+        assert_eq!(loaded.config.prefetch, 33, "flag over file");
+        assert_eq!(loaded.config.batch_size, 22, "env over file");
+        assert_eq!(loaded.config.chunk_size, 500, "file over default");
+        assert_eq!(
+            loaded.config.retry_tiers,
+            vec![std::time::Duration::from_secs(2), std::time::Duration::from_secs(20)]
+        );
+        assert!(loaded.config.migrate);
+        assert_eq!(loaded.config.chunk_overlap, 200, "default");
+        let rendered = loaded.render();
+        assert!(rendered.contains("prefetch = \"33\"  # flag"), "{rendered}");
+        assert!(rendered.contains("batch_size = \"22\"  # env QUERN_BATCH_SIZE"), "{rendered}");
+        assert!(rendered.contains("chunk_size = \"500\"  # config file"), "{rendered}");
+        assert!(rendered.contains("migrate = true  # config file"), "{rendered}");
+
+        // What --print-config prints reads back as a config file giving the same settings.
+        let printed = file(&rendered);
+        let again = load(args(&["--config", printed.to_str().expect("utf-8")])).expect("reads back");
+        assert_eq!(
+            format!("{:?}", again.config),
+            format!("{:?}", WorkerConfig { config: Some(printed.clone()), ..loaded.config.clone() })
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let loaded = load(args(&[
+            "--amqp-url",
+            "amqp://u:hunter2@h/v",
+            "--database-url",
+            "postgres://p:s3cr3t@h/db",
+            "--embedding-api-key",
+            "sk-live-123",
+        ]))
+        .expect("valid");
+        let rendered = loaded.render();
+        for secret in ["hunter2", "s3cr3t", "sk-live-123"] {
+            assert!(!rendered.contains(secret), "{secret} printed:\n{rendered}");
+            assert!(!format!("{:?}", loaded.config).contains(secret), "{secret} in Debug");
+        }
+        assert!(rendered.contains("amqp://u:***@h/v"));
+        assert!(rendered.contains("embedding_api_key = \"***\""));
+    }
+
+    #[test]
+    fn a_bad_value_names_the_setting_and_where_it_came_from() {
+        let error = load(args(&["--prefetch", "lots"])).expect_err("invalid");
+        assert!(error.to_string().contains("--prefetch"), "{error}");
+
+        let error = with_env("QUERN_PREFETCH", "lots", || load(args(&[])).expect_err("invalid"));
+        assert!(error.to_string().contains("QUERN_PREFETCH"), "{error}");
+
+        let path = file("prefetch = \"lots\"\n");
+        let error = load(args(&["--config", path.to_str().expect("utf-8")])).expect_err("invalid");
+        assert!(error.to_string().contains("`prefetch` in config file"), "{error}");
+
+        let path = file("prefetchh = 3\n");
+        let error = load(args(&["--config", path.to_str().expect("utf-8")])).expect_err("unknown key");
+        assert!(error.to_string().contains("unknown setting `prefetchh`"), "{error}");
+    }
+}

@@ -1,0 +1,208 @@
+//! The operations endpoint ops and orchestrators talk to: `/metrics` (Prometheus), `/healthz` (alive) and
+//! `/readyz` (ready for work: consuming from the broker, database reachable, not draining).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use quern_core::metric_names;
+use quern_store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// What `/readyz` answers from. Shared by the consumer (broker state, draining) and the database probe.
+#[derive(Debug, Default)]
+pub struct Health {
+    consuming: AtomicBool,
+    database: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Health {
+    /// True when the worker can take work: consuming, database reachable, not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.consuming.load(Ordering::Relaxed)
+            && self.database.load(Ordering::Relaxed)
+            && !self.draining.load(Ordering::Relaxed)
+    }
+
+    /// The broker session started (`true`) or ended (`false`, reconnecting).
+    pub fn set_consuming(&self, consuming: bool) {
+        self.consuming.store(consuming, Ordering::Relaxed);
+        self.publish();
+    }
+
+    /// The last database probe's answer.
+    pub fn set_database(&self, reachable: bool) {
+        self.database.store(reachable, Ordering::Relaxed);
+        self.publish();
+    }
+
+    /// Shutdown began: not ready any more, whatever else holds.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.publish();
+    }
+
+    fn publish(&self) {
+        metrics::gauge!(metric_names::READY).set(if self.is_ready() { 1.0 } else { 0.0 });
+    }
+
+    fn report(&self) -> serde_json::Value {
+        serde_json::json!({
+            "ready": self.is_ready(),
+            "consuming": self.consuming.load(Ordering::Relaxed),
+            "database": self.database.load(Ordering::Relaxed),
+            "draining": self.draining.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// The process's Prometheus recorder, installed on first use (every in-process worker shares it).
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let seconds = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+        let inputs = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 2048.0];
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(metric_names::EMBEDDING_REQUEST_INPUTS.into()), &inputs)
+            })
+            .expect("bucket lists are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder is installed (an embedding application's): then ours stays unused.
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+        }
+        describe_metrics();
+        handle
+    })
+}
+
+/// Help texts, and a zero for every unlabelled counter, so each series is visible from the first scrape.
+fn describe_metrics() {
+    use metric_names::*;
+    let counters = [
+        (JOBS_RECEIVED, "Jobs delivered to this worker, redeliveries and retries included"),
+        (JOBS_SUCCEEDED, "Jobs whose rows are committed"),
+        (CHUNKS_EMBEDDED, "Chunks whose vectors came from the embedding API"),
+        (CHUNKS_REUSED, "Chunks whose stored vectors were kept on re-ingest"),
+        (BROKER_RECONNECTS, "Broker sessions rebuilt after a failure"),
+        (DB_CONNECTIONS_OPENED, "Database connections opened by the pool"),
+    ];
+    for (name, help) in counters {
+        metrics::describe_counter!(name, help);
+        metrics::counter!(name).increment(0);
+    }
+    metrics::describe_counter!(JOBS_RETRIED, "Jobs sent to a delay queue after a transient failure, by reason");
+    metrics::describe_counter!(JOBS_DEAD_LETTERED, "Jobs moved to the dead-letter queue, by reason class and reason");
+    metrics::describe_histogram!(
+        JOB_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "Job duration: enqueue_to_commit or processing"
+    );
+    metrics::describe_histogram!(
+        EMBEDDING_REQUEST_SECONDS,
+        metrics::Unit::Seconds,
+        "Embedding request duration, by outcome"
+    );
+    metrics::describe_histogram!(EMBEDDING_REQUEST_INPUTS, "Inputs carried by each embedding request");
+    metrics::describe_histogram!(DB_WRITE_SECONDS, metrics::Unit::Seconds, "Write transaction duration, by operation");
+    metrics::describe_gauge!(JOBS_IN_FLIGHT, "Jobs being processed now");
+    metrics::gauge!(JOBS_IN_FLIGHT).set(0.0);
+    metrics::describe_gauge!(EMBEDDING_PERMITS_IN_USE, "Embedding requests in flight");
+    metrics::gauge!(EMBEDDING_PERMITS_IN_USE).set(0.0);
+    metrics::describe_gauge!(EMBEDDING_PERMITS, "Most embedding requests in flight at once (the pool size)");
+    metrics::describe_gauge!(QUEUE_MESSAGES, "Messages ready in Quern's queues, polled from the broker");
+    metrics::describe_gauge!(READY, "1 while the worker is ready for work, else 0");
+    metrics::gauge!(READY).set(0.0);
+}
+
+#[derive(Clone)]
+struct OpsState {
+    health: Arc<Health>,
+    prometheus: PrometheusHandle,
+}
+
+/// Binds the ops endpoint on `addr`; returns the bound address (port 0 picks one).
+pub async fn bind(addr: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener =
+        TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on --metrics-addr {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
+/// Serves the ops endpoint until `stop` is cancelled.
+pub async fn serve(listener: TcpListener, health: Arc<Health>, stop: CancellationToken) {
+    let state = OpsState { health, prometheus: prometheus().clone() };
+    let router = Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readiness))
+        .with_state(state);
+    if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await {
+        tracing::error!(%error, "the ops endpoint stopped");
+    }
+}
+
+async fn render_metrics(State(state): State<OpsState>) -> String {
+    // Histograms are drained into their buckets here: the exporter's own listener would do it on a timer.
+    state.prometheus.run_upkeep();
+    state.prometheus.render()
+}
+
+async fn readiness(State(state): State<OpsState>) -> (StatusCode, Json<serde_json::Value>) {
+    let status = if state.health.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(state.health.report()))
+}
+
+/// Probes the database every `every` until `stop`, so `/readyz` turns false while Postgres is away.
+pub async fn probe_database(store: Store, health: Arc<Health>, every: Duration, stop: CancellationToken) {
+    loop {
+        let reachable = matches!(tokio::time::timeout(every, store.ping()).await, Ok(Ok(())));
+        health.set_database(reachable);
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Polls the depth of the work, delay and dead-letter queues every `every` into `quern_queue_messages`, on the
+/// session's connection, until `stop` (the session's end).
+pub async fn poll_queue_depths(
+    connection: Arc<lapin::Connection>,
+    topology: quern_core::Topology,
+    tiers: Vec<Duration>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut names = vec![topology.ingest_queue(), topology.dead_queue()];
+    names.extend(tiers.iter().map(|tier| topology.retry_queue(*tier)));
+    let prefix = format!("{}.", topology.prefix());
+    loop {
+        match quern_queue::depth::queue_depths(&connection, &names).await {
+            Ok(depths) => {
+                for depth in depths {
+                    let label = depth.name.strip_prefix(&prefix).unwrap_or(&depth.name).to_owned();
+                    if let Some(messages) = depth.messages {
+                        metrics::gauge!(metric_names::QUEUE_MESSAGES, "queue" => label).set(f64::from(messages));
+                    }
+                }
+            }
+            Err(error) => tracing::debug!(%error, "polling queue depths failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
