@@ -19,4 +19,7 @@ quern_log "$(cargo --version)"
 
 # `--all-targets` leaves out doctests (the producer's axum example among them): run them too.
 cargo test --workspace --doc "$@"
+# The OTLP export test needs the optional `otlp` feature, and a process of its own (it installs the global
+# tracing subscriber).
+cargo test -p quern-worker --features otlp --test otlp "$@"
 exec cargo test --workspace --all-targets "$@"

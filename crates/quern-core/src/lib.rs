@@ -7,6 +7,7 @@
 //! - [`retry`]: the job-level retry policy (attempts, delay tiers) as a value;
 //! - [`limits`]: the largest job a worker accepts;
 //! - [`metric_names`]: the name of every exported Prometheus series;
+//! - [`trace`]: W3C `traceparent` values carried from producer to worker;
 //! - [`digest`]: content hashes used to recognise unchanged documents.
 
 pub mod chunk;
@@ -17,6 +18,7 @@ pub mod metric_names;
 pub mod outcome;
 pub mod retry;
 pub mod topology;
+pub mod trace;
 
 pub use chunk::{Chunker, ChunkerError};
 pub use job::{ContractError, Job, JobOp, RejectedBody};
@@ -24,3 +26,4 @@ pub use limits::{LimitExceeded, Limits};
 pub use outcome::{ErrorClass, Failure, Outcome};
 pub use retry::{RetryDecision, RetryPolicy};
 pub use topology::{Topology, TopologyError};
+pub use trace::TraceParent;

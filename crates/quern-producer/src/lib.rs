@@ -31,5 +31,5 @@
 mod producer;
 
 pub use producer::{Producer, ProducerConfig, ProducerError};
-pub use quern_core::{ContractError, Job, JobOp, Topology};
+pub use quern_core::{ContractError, Job, JobOp, Topology, TraceParent};
 pub use uuid::Uuid;

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use quern_core::job::CONTRACT_VERSION;
-use quern_core::{ContractError, ErrorClass, Job, Topology};
+use quern_core::trace::TRACEPARENT_HEADER;
+use quern_core::{ContractError, ErrorClass, Job, Topology, TraceParent};
 use quern_queue::lapin::types::FieldTable;
 use quern_queue::lapin::{BasicProperties, Channel, Connection};
 use quern_queue::{headers, QueueArguments, QueueError};
@@ -133,6 +134,21 @@ impl Producer {
     /// On a broker error some jobs of the batch may already be enqueued; they are safe to enqueue again
     /// with the same job ids (workers treat a job id they finished as done).
     pub async fn enqueue_many(&self, jobs: &[Job]) -> Result<Vec<Uuid>, ProducerError> {
+        self.enqueue_batch(jobs, None).await
+    }
+
+    /// [`Producer::enqueue`] as part of the caller's trace: the message carries a W3C `traceparent` whose parent
+    /// is `trace` (e.g. the HTTP request's span), and the worker continues it. Without it each job starts a trace.
+    pub async fn enqueue_in_trace(&self, job: &Job, trace: TraceParent) -> Result<Uuid, ProducerError> {
+        self.enqueue_batch(std::slice::from_ref(job), Some(trace)).await.map(|ids| ids[0])
+    }
+
+    /// [`Producer::enqueue_many`] as part of the caller's trace.
+    pub async fn enqueue_many_in_trace(&self, jobs: &[Job], trace: TraceParent) -> Result<Vec<Uuid>, ProducerError> {
+        self.enqueue_batch(jobs, Some(trace)).await
+    }
+
+    async fn enqueue_batch(&self, jobs: &[Job], trace: Option<TraceParent>) -> Result<Vec<Uuid>, ProducerError> {
         for job in jobs {
             job.validate().map_err(|source| ProducerError::InvalidJob { job_id: job.job_id, source })?;
         }
@@ -140,7 +156,7 @@ impl Producer {
             .channel()
             .await
             .map_err(|source| ProducerError::Broker { job_id: jobs.first().map(|j| j.job_id), source })?;
-        let result = self.publish_batch(&channel, jobs).await;
+        let result = self.publish_batch(&channel, jobs, trace).await;
         if result.is_err() && !channel.status().connected() {
             // Forget the dead session so the next call reconnects instead of failing forever.
             self.inner.session.lock().await.take();
@@ -148,15 +164,26 @@ impl Producer {
         result
     }
 
-    async fn publish_batch(&self, channel: &Channel, jobs: &[Job]) -> Result<Vec<Uuid>, ProducerError> {
+    async fn publish_batch(
+        &self,
+        channel: &Channel,
+        jobs: &[Job],
+        trace: Option<TraceParent>,
+    ) -> Result<Vec<Uuid>, ProducerError> {
         let config = &self.inner.config;
         let exchange = config.topology.work_exchange();
         let routing_key = config.topology.ingest_routing_key();
         let mut pending = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let confirm = quern_queue::publish(channel, &exchange, routing_key, &job.encode(), message_properties(job))
-                .await
-                .map_err(|source| ProducerError::Broker { job_id: Some(job.job_id), source })?;
+            let confirm = quern_queue::publish(
+                channel,
+                &exchange,
+                routing_key,
+                &job.encode(),
+                message_properties(job, trace.unwrap_or_else(TraceParent::new_root)),
+            )
+            .await
+            .map_err(|source| ProducerError::Broker { job_id: Some(job.job_id), source })?;
             pending.push((job.job_id, confirm));
         }
         // Every publish is already on the wire: awaiting in order costs one round trip for the batch.
@@ -198,9 +225,10 @@ async fn open_session(config: &ProducerConfig) -> Result<Session, QueueError> {
     Ok(Session { connection, channel })
 }
 
-fn message_properties(job: &Job) -> BasicProperties {
+fn message_properties(job: &Job, trace: TraceParent) -> BasicProperties {
     let mut headers = FieldTable::default();
     headers::set_i64(&mut headers, headers::CONTRACT, i64::from(CONTRACT_VERSION));
+    headers::set_str(&mut headers, TRACEPARENT_HEADER, &trace.to_string());
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     BasicProperties::default()
         .with_content_type("application/json".into())

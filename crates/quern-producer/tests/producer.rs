@@ -89,3 +89,30 @@ fn the_producer_pulls_in_neither_postgres_nor_an_http_client() {
         assert!(!tree.lines().any(|line| line.starts_with(forbidden)), "quern-producer depends on {forbidden}");
     }
 }
+
+#[tokio::test]
+async fn every_message_carries_a_traceparent_and_the_callers_trace_when_given() {
+    use quern_core::trace::TRACEPARENT_HEADER;
+    use quern_core::TraceParent;
+    let queues = TestQueues::new("trace");
+    let producer = Producer::connect(config(&queues)).await.expect("connect");
+    let callers = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").expect("valid");
+    producer.enqueue(&Job::upsert("c", "own-trace", "text")).await.expect("enqueue");
+    producer.enqueue_in_trace(&Job::upsert("c", "callers-trace", "text"), callers).await.expect("enqueue");
+
+    let connection = quern_queue::connect(&quern_testkit::amqp_url(), "test").await.expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    let mut traces = Vec::new();
+    for _ in 0..2 {
+        let message = channel
+            .basic_get(queues.topology.ingest_queue().as_str().into(), Default::default())
+            .await
+            .expect("get")
+            .expect("a message");
+        let header = quern_queue::headers::get_str(message.delivery.properties.headers().as_ref(), TRACEPARENT_HEADER);
+        traces.push(TraceParent::parse(&header.expect("a traceparent header")).expect("a valid traceparent"));
+    }
+    assert_ne!(traces[0].trace_id, callers.trace_id, "a job enqueued without a trace starts its own");
+    assert_eq!(traces[1], callers, "the caller's span is the parent");
+    queues.delete().await;
+}

@@ -169,6 +169,10 @@ pub struct WorkerConfig {
     /// Log format.
     #[arg(long, env = "QUERN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// OTLP/HTTP endpoint to export job spans to (e.g. `http://otel-collector:4318/v1/traces`); each job's span
+    /// is a child of the producer's `traceparent`. Needs a build with the `otlp` cargo feature.
+    #[arg(long, env = "QUERN_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// TOML file of settings, keyed by flag name (`prefetch = 64`, `retry_tiers = ["1s", "10s"]`). Flags win
     /// over environment variables, which win over the file, which wins over the defaults.
     #[arg(long, env = "QUERN_CONFIG")]

@@ -10,7 +10,8 @@ use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use quern_core::{metric_names, Chunker, ErrorClass, Failure, Outcome};
+use quern_core::trace::TRACEPARENT_HEADER;
+use quern_core::{metric_names, Chunker, ErrorClass, Failure, Outcome, TraceParent};
 use quern_embed::{EmbeddingClient, EmbeddingPool};
 use quern_queue::QueueArguments;
 use quern_store::Store;
@@ -194,22 +195,24 @@ async fn handle_delivery(pipeline: Pipeline, republisher: Republisher, delivery:
     let started = Instant::now();
     let failed_attempts = republisher::failed_attempts(&delivery);
     // A panic in one job must not take the worker down: it becomes that job's dead letter.
-    let outcome =
-        match AssertUnwindSafe(pipeline.process_delivery(&delivery.data, failed_attempts)).catch_unwind().await {
-            Ok(outcome) => outcome,
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".to_owned());
-                let detail = format!("the job panicked: {message}");
-                tracing::error!(%detail, "job panicked; the worker carries on");
-                pipeline.record_panic(&delivery.data, &detail).await;
-                let failure = Failure { class: ErrorClass::Permanent, reason: "panic".into(), detail };
-                Outcome::DeadLetter { failed_attempts: failed_attempts + 1, failure }
-            }
-        };
+    let trace = quern_queue::headers::get_str(delivery.properties.headers().as_ref(), TRACEPARENT_HEADER)
+        .and_then(|value| TraceParent::parse(&value));
+    let processing = pipeline.process_traced(&delivery.data, failed_attempts, trace);
+    let outcome = match AssertUnwindSafe(processing).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            let detail = format!("the job panicked: {message}");
+            tracing::error!(%detail, "job panicked; the worker carries on");
+            pipeline.record_panic(&delivery.data, &detail).await;
+            let failure = Failure { class: ErrorClass::Permanent, reason: "panic".into(), detail };
+            Outcome::DeadLetter { failed_attempts: failed_attempts + 1, failure }
+        }
+    };
     let moved = match &outcome {
         Outcome::Ack => Ok(()),
         Outcome::Retry { after, failed_attempts, failure } => {

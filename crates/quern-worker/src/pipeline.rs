@@ -9,6 +9,7 @@ use pgvector::Vector;
 use quern_core::digest::content_sha256;
 use quern_core::{
     metric_names, Chunker, ErrorClass, Failure, Job, JobOp, LimitExceeded, Limits, Outcome, RetryDecision, RetryPolicy,
+    TraceParent,
 };
 use quern_embed::{EmbedError, EmbeddingPool};
 use quern_store::{ChunkRow, DocumentWrite, JobStart, JobStatus, JobVersion, Store, StoreError, WriteResult};
@@ -96,6 +97,12 @@ impl Pipeline {
     /// Never panics on bad input; records the job's fate in `quern_jobs` (best effort for failures: the
     /// broker outcome is what keeps the job safe).
     pub async fn process_delivery(&self, body: &[u8], failed_attempts: u32) -> Outcome {
+        self.process_traced(body, failed_attempts, None).await
+    }
+
+    /// [`Pipeline::process_delivery`] continuing the producer's trace (a new one when the message has none):
+    /// the job's span, and so every log line of the job, carries the trace id.
+    pub async fn process_traced(&self, body: &[u8], failed_attempts: u32, trace: Option<TraceParent>) -> Outcome {
         if let Err(limit) = self.limits.check_message(body.len()) {
             let job_id = peek_job_id_bounded(body);
             return self.reject(job_id, limit.reason(), limit.to_string(), failed_attempts).await;
@@ -106,13 +113,17 @@ impl Pipeline {
                 return self.reject(rejected.job_id, "contract", rejected.error.to_string(), failed_attempts).await
             }
         };
+        let trace = trace.unwrap_or_else(TraceParent::new_root);
         let span = tracing::info_span!(
             "job",
             job_id = %job.job_id,
             collection = %job.collection,
             document_id = %job.document_id,
             attempt = failed_attempts + 1,
+            trace_id = %trace.trace_id_hex(),
+            parent_span_id = %trace.parent_id_hex(),
         );
+        crate::telemetry::continue_trace(&span, &trace);
         self.process_job(&job, failed_attempts).instrument(span).await
     }
 

@@ -161,6 +161,8 @@ async fn metrics_health_and_json_logs_after_a_run_of_known_jobs() {
         assert_eq!(span["collection"], "c");
         assert!(span["document_id"].as_str().is_some_and(|d| d.starts_with("doc-")));
         assert_eq!(span["attempt"], 1);
+        let trace_id = span["trace_id"].as_str().expect("trace_id on the line");
+        assert!(trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit()), "{trace_id}");
     }
     let secret = quern_testkit::amqp_url();
     if let Some(password) = secret
