@@ -176,3 +176,27 @@ async fn metrics_health_and_json_logs_after_a_run_of_known_jobs() {
     let _ = std::fs::remove_file(&log_path);
     harness.cleanup().await;
 }
+
+#[test]
+fn the_binary_prints_its_config_without_secrets_and_names_a_bad_setting() {
+    let print = std::process::Command::new(env!("CARGO_BIN_EXE_quern-worker"))
+        .args(["--print-config", "--amqp-url", "amqp://ops:hunter2@broker:5672/%2f", "--embedding-api-key", "sk-live-abc"])
+        .env("QUERN_DATABASE_URL", "postgres://quern:pa55word@db:5432/quern")
+        .output()
+        .expect("run quern-worker");
+    assert!(print.status.success());
+    let out = String::from_utf8_lossy(&print.stdout);
+    for secret in ["hunter2", "sk-live-abc", "pa55word"] {
+        assert!(!out.contains(secret), "{secret} printed:\n{out}");
+    }
+    assert!(out.contains("amqp_url = \"amqp://ops:***@broker:5672/%2f\"  # flag"), "{out}");
+    assert!(out.contains("database_url = \"postgres://quern:***@db:5432/quern\"  # env QUERN_DATABASE_URL"), "{out}");
+
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_quern-worker"))
+        .env("QUERN_CHUNK_OVERLAP", "plenty")
+        .output()
+        .expect("run quern-worker");
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("--chunk-overlap") && err.contains("QUERN_CHUNK_OVERLAP"), "{err}");
+}
