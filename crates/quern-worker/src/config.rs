@@ -7,7 +7,7 @@ use quern_core::chunk::{DEFAULT_MAX_CHARS, DEFAULT_OVERLAP_CHARS};
 use quern_core::{Limits, RetryPolicy, Topology};
 use quern_embed::{EmbeddingClientConfig, PoolConfig};
 use quern_store::StoreConfig;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(value.to_owned()))
@@ -87,7 +87,8 @@ impl EmbeddingArgs {
         EmbeddingClientConfig {
             url: self.embedding_url.clone(),
             model: self.embedding_model.clone(),
-            api_key: self.embedding_api_key.clone(),
+            // An empty QUERN_EMBEDDING_API_KEY means none, not `Authorization: Bearer ` with nothing after it.
+            api_key: self.embedding_api_key.clone().filter(|key| !key.expose_secret().trim().is_empty()),
             dimension: self.embedding_dim as usize,
             request_timeout: Duration::from_secs(self.embedding_timeout_secs.max(1)),
             connect_timeout: Duration::from_secs(5),

@@ -86,9 +86,13 @@ pub async fn run_with_pipeline(
     let _stop_ops = ops_stop.clone().drop_guard();
     start_ops(config, &pipeline, &health, &ops_stop).await?;
     let mut delay = Duration::from_millis(200);
+    let mut drained = false;
     while !shutdown.is_cancelled() {
         match consume_session(config, &pipeline, &tracker, &shutdown, &worker_id, &health).await {
-            Ok(()) => break,
+            Ok(()) => {
+                drained = true;
+                break;
+            }
             Err(error) => {
                 health.set_consuming(false);
                 metrics::counter!(metric_names::BROKER_RECONNECTS).increment(1);
@@ -102,9 +106,11 @@ pub async fn run_with_pipeline(
             }
         }
     }
-    // Jobs of a session that died are still finishing; their acks fail and the broker redelivers them.
+    // A session that ended with shutdown has already drained within the grace period; after a broker failure,
+    // jobs of the dead session may still be finishing (their acks fail and the broker redelivers them).
     tracker.close();
-    if tokio::time::timeout(config.shutdown_grace(), tracker.wait()).await.is_err() {
+    let grace = if drained { Duration::ZERO } else { config.shutdown_grace() };
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(
             in_flight = tracker.len(),
             "grace period over with jobs still running; the broker will redeliver them"

@@ -180,7 +180,13 @@ async fn metrics_health_and_json_logs_after_a_run_of_known_jobs() {
 #[test]
 fn the_binary_prints_its_config_without_secrets_and_names_a_bad_setting() {
     let print = std::process::Command::new(env!("CARGO_BIN_EXE_quern-worker"))
-        .args(["--print-config", "--amqp-url", "amqp://ops:hunter2@broker:5672/%2f", "--embedding-api-key", "sk-live-abc"])
+        .args([
+            "--print-config",
+            "--amqp-url",
+            "amqp://ops:hunter2@broker:5672/%2f",
+            "--embedding-api-key",
+            "sk-live-abc",
+        ])
         .env("QUERN_DATABASE_URL", "postgres://quern:pa55word@db:5432/quern")
         .output()
         .expect("run quern-worker");
