@@ -78,7 +78,7 @@ async fn a_refused_document_is_dead_then_replayed_once_the_cause_is_fixed() {
     assert!(exit_within(&mut worker, Duration::from_secs(40)).await.success());
 
     // The operator lowers the batch size below the provider's limit, then replays the dead letter.
-    let mut fixed = scenario.spawn_worker("w2", &["--batch-size", "4"]);
+    let mut fixed = scenario.spawn_ready_worker("w2", &["--batch-size", "4"]).await;
     let quern = std::path::Path::new(env!("CARGO_BIN_EXE_quern-worker")).with_file_name("quern");
     assert!(quern.exists(), "{} is missing: scripts/chaos.sh builds it", quern.display());
     let replay = tokio::process::Command::new(&quern)
@@ -306,7 +306,7 @@ async fn sigterm_mid_run_exits_0_and_loses_nothing() {
     let status = exit_within(&mut worker, Duration::from_secs(25)).await;
     let drain = signalled.elapsed();
     let at_exit = scenario.db.store().count_finished(&confirmed).await.expect("count").succeeded;
-    let mut second = scenario.spawn_worker("w2", &[]);
+    let mut second = scenario.spawn_ready_worker("w2", &[]).await;
     let done = wait_succeeded(&scenario, &confirmed, 300, Duration::from_secs(120)).await;
     sigterm(&second);
     assert!(exit_within(&mut second, Duration::from_secs(40)).await.success());
@@ -390,7 +390,7 @@ async fn readiness_follows_postgres_and_the_drain() {
     sigterm(&worker);
     let drained_unready = readiness(503).await;
     assert!(exit_within(&mut worker, Duration::from_secs(40)).await.success());
-    let mut second = scenario.spawn_worker("w2", &[]);
+    let mut second = scenario.spawn_ready_worker("w2", &[]).await;
     let done = wait_succeeded(&scenario, &confirmed, 40, Duration::from_secs(60)).await;
     sigterm(&second);
     assert!(exit_within(&mut second, Duration::from_secs(40)).await.success());

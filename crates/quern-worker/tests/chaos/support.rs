@@ -74,6 +74,22 @@ impl Scenario {
             .expect("start quern-worker")
     }
 
+    /// Starts a worker and returns once its `/readyz` answers 200: a SIGTERM before its signal handler exists
+    /// would kill it outright, which is not the drain a scenario means to test.
+    pub async fn spawn_ready_worker(&self, label: &str, extra: &[&str]) -> Child {
+        let port = quern_testkit::free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend(["--metrics-addr", addr.as_str()]);
+        let child = self.spawn_worker(label, &args);
+        let ready = quern_testkit::wait_until(Duration::from_secs(30), || async move {
+            quern_testkit::http_get(port, "/readyz").await.is_some_and(|(status, _)| status == 200)
+        })
+        .await;
+        assert!(ready, "worker {label} never became ready");
+        child
+    }
+
     pub async fn producer(&self) -> Producer {
         Producer::connect(ProducerConfig::new(quern_testkit::amqp_url()).with_topology(self.queues.topology.clone()))
             .await
