@@ -164,6 +164,7 @@ async fn run_quern(args: &Args, jobs: &[Job], chunks: usize) -> anyhow::Result<V
         workers.push(Worker { child, port });
     }
     let cpu_before: f64 = workers.iter().map(|w| cpu_seconds(w.child.id())).sum();
+    let postgres_before = processes_cpu_seconds("postgres");
 
     let producer =
         Producer::connect(ProducerConfig::new(quern_testkit::amqp_url()).with_topology(queues.topology.clone()))
@@ -184,6 +185,7 @@ async fn run_quern(args: &Args, jobs: &[Job], chunks: usize) -> anyhow::Result<V
         bail!("not every job succeeded within 30 minutes");
     }
     let cpu = workers.iter().map(|w| cpu_seconds(w.child.id())).sum::<f64>() - cpu_before;
+    let postgres_cpu = processes_cpu_seconds("postgres") - postgres_before;
     let rss: Vec<f64> = workers.iter().map(|w| peak_rss_mb(w.child.id())).collect();
     let scraped = quern_testkit::http_get(workers[0].port, "/metrics").await.map(|(_, body)| body).unwrap_or_default();
     let latencies = latencies_ms(&db, &ids).await?;
@@ -201,7 +203,15 @@ async fn run_quern(args: &Args, jobs: &[Job], chunks: usize) -> anyhow::Result<V
         .then(|| (args.workers * args.concurrency * args.batch_size) as f64 / (args.latency_ms as f64 / 1000.0));
     queues.delete().await;
     db.drop_database().await;
-    let _ = scraped;
+    let metric_mean = |name: &str, label: &str| -> Option<f64> {
+        let value = |suffix: &str| {
+            scraped
+                .lines()
+                .find(|l| l.starts_with(&format!("{name}_{suffix}{{{label}}}")))
+                .and_then(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        };
+        Some(value("sum")? / value("count")?)
+    };
     Ok(json!({
         "impl": "quern",
         "documents": ids.len(),
@@ -220,6 +230,11 @@ async fn run_quern(args: &Args, jobs: &[Job], chunks: usize) -> anyhow::Result<V
         "efficiency": bound.map(|b| chunks_per_second / b),
         "bound_chunks_per_second": bound,
         "start_to_ready_ms": start_to_ready,
+        // Where the time goes (first worker's /metrics; Postgres's CPU from /proc over the run):
+        "mean_write_transaction_seconds": metric_mean("quern_db_write_duration_seconds", "op=\"upsert\""),
+        "mean_embedding_request_seconds": metric_mean("quern_embedding_request_duration_seconds", "outcome=\"ok\""),
+        "postgres_cpu_seconds": postgres_cpu,
+        "postgres_cores_busy": postgres_cpu / wall,
     }))
 }
 
@@ -256,6 +271,17 @@ fn cpu_seconds(pid: Option<u32>) -> f64 {
         stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds of every process named `name` (e.g. all Postgres backends), from /proc.
+fn processes_cpu_seconds(name: &str) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == name))
+        .map(|pid| cpu_seconds(Some(pid)))
+        .sum()
 }
 
 /// Peak resident memory (VmHWM) of a process, in MB.
@@ -323,6 +349,9 @@ fn print_table(name: &str, r: &Value) {
     println!("  embedding requests          {}", r["embedding_requests"]);
     println!("  mean inputs per request     {}", f("mean_inputs_per_request"));
     println!("  efficiency vs bound         {}", f("efficiency"));
+    println!("  mean write transaction (s)  {}", f("mean_write_transaction_seconds"));
+    println!("  mean embedding request (s)  {}", f("mean_embedding_request_seconds"));
+    println!("  Postgres cores busy         {}", f("postgres_cores_busy"));
     if let Some(ready) = r["start_to_ready_ms"].as_array() {
         println!("  start to ready (ms)         {ready:?}");
     }

@@ -1,10 +1,17 @@
-//! The one embedding pool of a process: batching, a shared in-flight bound, concurrent batches per document.
+//! The one embedding pool of a process: cross-job batching, a shared in-flight bound, answers routed back.
+//!
+//! Providers charge latency per request, not per input, so chunks of every job go into shared requests: one
+//! dispatcher task takes a permit of the process-wide semaphore, then packs the chunks waiting (up to the batch
+//! size, lingering a few milliseconds for more, like Kafka's `linger.ms`), and sends the request in a task of
+//! its own. A request leaves full when work is plentiful and at once when it is not; while every permit is in
+//! use, chunks pile up and the next request leaves full. Each vector goes back to the job that sent its chunk;
+//! a failed request (after its retries) fails only the chunks it carried.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures::future::try_join_all;
 use quern_core::metric_names;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::retry::{retry_transient, RetryPolicy};
@@ -13,29 +20,49 @@ use crate::{EmbedError, EmbeddingClient};
 /// Pool settings.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolConfig {
-    /// Inputs per request.
+    /// Most inputs per request.
     pub batch_size: usize,
     /// Requests in flight at once across every job of the process.
     pub max_in_flight: usize,
+    /// How long a request that is not full waits for more chunks before it leaves.
+    pub linger: Duration,
     /// Retries of each request.
     pub retry: RetryPolicy,
 }
 
-/// Embeds texts in batches through one semaphore shared by every job in the process. Cheap to clone.
+/// One chunk waiting for its vector.
+struct Pending {
+    text: Box<str>,
+    reply: oneshot::Sender<Result<Vec<f32>, EmbedError>>,
+}
+
+/// Embeds texts in shared batches through one semaphore for the whole process. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EmbeddingPool {
     client: EmbeddingClient,
     permits: Arc<Semaphore>,
+    queue: mpsc::UnboundedSender<Pending>,
     config: PoolConfig,
 }
 
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").field("chars", &self.text.len()).finish()
+    }
+}
+
 impl EmbeddingPool {
-    /// A pool with `config.max_in_flight` permits.
+    /// A pool with `config.max_in_flight` permits. Starts the dispatcher task, so call it inside a Tokio runtime;
+    /// the task ends when the last clone of the pool is dropped.
     pub fn new(client: EmbeddingClient, config: PoolConfig) -> EmbeddingPool {
         let config =
             PoolConfig { batch_size: config.batch_size.max(1), max_in_flight: config.max_in_flight.max(1), ..config };
+        let permits = Arc::new(Semaphore::new(config.max_in_flight));
+        // Unbounded: what waits here is bounded by the jobs in flight (prefetch × chunks per job).
+        let (queue, waiting) = mpsc::unbounded_channel();
+        tokio::spawn(dispatch(waiting, client.clone(), permits.clone(), config));
         metrics::gauge!(metric_names::EMBEDDING_PERMITS).set(config.max_in_flight as f64);
-        EmbeddingPool { client, permits: Arc::new(Semaphore::new(config.max_in_flight)), config }
+        EmbeddingPool { client, permits, queue, config }
     }
 
     /// The underlying client (model name, dimension).
@@ -53,36 +80,97 @@ impl EmbeddingPool {
         self.config.max_in_flight - self.permits.available_permits()
     }
 
-    /// Embeds every text; vectors come back in text order. The batches run concurrently, each holding one
-    /// permit only while its request is on the wire (not while it backs off), so one document cannot hold
-    /// more than the pool and a waiting retry blocks nobody.
+    /// Embeds every text; vectors come back in text order. The texts share requests with other jobs' chunks.
     pub async fn embed_all(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let batches = texts.chunks(self.config.batch_size).map(|batch| self.embed_one_batch(batch));
-        let answers = try_join_all(batches).await?;
-        Ok(answers.into_iter().flatten().collect())
+        let mut answers = Vec::with_capacity(texts.len());
+        for text in texts {
+            let (reply, answer) = oneshot::channel();
+            self.queue
+                .send(Pending { text: (*text).into(), reply })
+                .map_err(|_| EmbedError::Config("the embedding dispatcher has stopped".into()))?;
+            answers.push(answer);
+        }
+        let mut vectors = Vec::with_capacity(texts.len());
+        for answer in answers {
+            let vector =
+                answer.await.map_err(|_| EmbedError::Config("the embedding dispatcher dropped a chunk".into()))??;
+            vectors.push(vector);
+        }
+        Ok(vectors)
     }
+}
 
-    async fn embed_one_batch(&self, batch: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        retry_transient(&self.config.retry, || async {
-            let permit = self.permits.acquire().await.expect("the pool never closes its semaphore");
-            metrics::gauge!(metric_names::EMBEDDING_PERMITS_IN_USE).set(self.in_flight() as f64);
-            let started = Instant::now();
-            let answer = self.client.embed_batch(batch).await;
-            let outcome = match &answer {
-                Ok(_) => "ok",
-                Err(EmbedError::Status { status: 429, .. }) => "429",
-                Err(EmbedError::Status { status: 500..=599, .. }) => "5xx",
-                Err(EmbedError::Status { .. }) => "4xx",
-                Err(EmbedError::Timeout(_)) => "timeout",
-                Err(_) => "error",
-            };
-            metrics::histogram!(metric_names::EMBEDDING_REQUEST_SECONDS, "outcome" => outcome)
-                .record(started.elapsed().as_secs_f64());
-            metrics::histogram!(metric_names::EMBEDDING_REQUEST_INPUTS).record(batch.len() as f64);
-            drop(permit);
-            metrics::gauge!(metric_names::EMBEDDING_PERMITS_IN_USE).set(self.in_flight() as f64);
-            answer
-        })
-        .await
+/// Packs waiting chunks into requests, one permit per request.
+async fn dispatch(
+    mut waiting: mpsc::UnboundedReceiver<Pending>,
+    client: EmbeddingClient,
+    permits: Arc<Semaphore>,
+    config: PoolConfig,
+) {
+    while let Some(first) = waiting.recv().await {
+        // Waiting for a permit is what fills batches under load: chunks queue up meanwhile.
+        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let mut batch = vec![first];
+        let deadline = Instant::now() + config.linger;
+        while batch.len() < config.batch_size {
+            match waiting.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) if config.linger.is_zero() => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, waiting.recv()).await {
+                        Ok(Some(next)) => batch.push(next),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+        }
+        tokio::spawn(send(client.clone(), batch, permit, permits.clone(), config));
+    }
+}
+
+/// Sends one request (with its retries) and hands each vector, or the error, to its chunk's job.
+async fn send(
+    client: EmbeddingClient,
+    batch: Vec<Pending>,
+    permit: OwnedSemaphorePermit,
+    permits: Arc<Semaphore>,
+    config: PoolConfig,
+) {
+    let in_use = |permits: &Semaphore| (config.max_in_flight - permits.available_permits()) as f64;
+    metrics::gauge!(metric_names::EMBEDDING_PERMITS_IN_USE).set(in_use(&permits));
+    let texts: Vec<&str> = batch.iter().map(|p| &*p.text).collect();
+    let answer = retry_transient(&config.retry, || async {
+        let started = Instant::now();
+        let answer = client.embed_batch(&texts).await;
+        let outcome = match &answer {
+            Ok(_) => "ok",
+            Err(EmbedError::Status { status: 429, .. }) => "429",
+            Err(EmbedError::Status { status: 500..=599, .. }) => "5xx",
+            Err(EmbedError::Status { .. }) => "4xx",
+            Err(EmbedError::Timeout(_)) => "timeout",
+            Err(_) => "error",
+        };
+        metrics::histogram!(metric_names::EMBEDDING_REQUEST_SECONDS, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!(metric_names::EMBEDDING_REQUEST_INPUTS).record(texts.len() as f64);
+        answer
+    })
+    .await;
+    drop(texts);
+    drop(permit);
+    metrics::gauge!(metric_names::EMBEDDING_PERMITS_IN_USE).set(in_use(&permits));
+    match answer {
+        Ok(vectors) => {
+            for (pending, vector) in batch.into_iter().zip(vectors) {
+                // A job that gave up (its task ended) no longer listens: nothing to do.
+                let _ = pending.reply.send(Ok(vector));
+            }
+        }
+        Err(error) => {
+            for pending in batch {
+                let _ = pending.reply.send(Err(error.clone()));
+            }
+        }
     }
 }

@@ -122,7 +122,10 @@ pub struct WorkerConfig {
     /// Embedding requests in flight at once, shared by every job of this process.
     #[arg(long, env = "QUERN_EMBEDDING_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub embedding_concurrency: u32,
-    /// Chunks per embedding request.
+    /// Milliseconds a request that is not full waits for more chunks (from any job) before it leaves.
+    #[arg(long, env = "QUERN_EMBEDDING_LINGER_MS", default_value_t = 2)]
+    pub embedding_linger_ms: u64,
+    /// Most chunks per embedding request; chunks of several jobs share a request.
     #[arg(long, env = "QUERN_BATCH_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batch_size: u32,
     /// Unacknowledged jobs the broker hands this worker at once (AMQP prefetch). Size it so the embedding pool
@@ -189,6 +192,7 @@ impl WorkerConfig {
         PoolConfig {
             batch_size: self.batch_size as usize,
             max_in_flight: self.embedding_concurrency as usize,
+            linger: Duration::from_millis(self.embedding_linger_ms),
             retry: quern_embed::RetryPolicy {
                 max_elapsed: Duration::from_secs(self.embedding_retry_max_secs),
                 ..quern_embed::RetryPolicy::default()

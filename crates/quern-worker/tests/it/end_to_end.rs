@@ -91,3 +91,40 @@ async fn a_search_finds_the_document_that_shares_words() {
         .is_empty());
     harness.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_of_many_jobs_share_requests_and_each_vector_goes_back_to_its_own_chunk() {
+    // A slow embedder keeps requests in flight, so one-chunk jobs pile up and share the next request.
+    let harness =
+        Harness::start("xbatch", FakeEmbedderConfig { latency_ms: 50, ..FakeEmbedderConfig::default() }).await;
+    let producer = harness.producer().await;
+    let jobs: Vec<_> = (0..120)
+        .map(|i| upsert("c", &format!("one-{i}"), &format!("short note number {i} about {}", document_text(i, 6))))
+        .collect();
+    let ids = producer.enqueue_many(&jobs).await.expect("enqueue");
+    let shutdown = CancellationToken::new();
+    let worker = harness
+        .spawn_worker(&["--embedding-concurrency", "2", "--batch-size", "16", "--prefetch", "64"], shutdown.clone());
+    let store = harness.db.store();
+    let done = wait_until(Duration::from_secs(60), || async {
+        store.count_finished(&ids).await.map(|c| c.succeeded == 120).unwrap_or(false)
+    })
+    .await;
+    shutdown.cancel();
+    worker.await.expect("task").expect("clean exit");
+    assert!(done);
+    let stats = harness.embedder.stats().snapshot();
+    assert_eq!(stats.inputs, 120, "each chunk embedded once");
+    assert!(stats.requests <= 30, "one-chunk jobs shared requests: {} requests for 120 chunks", stats.requests);
+    let client = harness.db.client().await;
+    for row in client.query("SELECT content, embedding FROM quern_chunks", &[]).await.expect("chunks") {
+        let content: String = row.get(0);
+        let stored = row.get::<_, pgvector::Vector>(1).to_vec();
+        let expected = quern_testkit::fake_embedder::embed_text(&content, TEST_DIM);
+        assert!(
+            stored.iter().zip(&expected).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{content:?} got another chunk's vector"
+        );
+    }
+    harness.cleanup().await;
+}

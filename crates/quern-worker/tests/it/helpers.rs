@@ -1,6 +1,5 @@
 //! Shared set-up: a database, queues and a fake embedder per test, and a worker configuration pointing at them.
 
-use clap::Parser;
 use quern_core::{Chunker, Job};
 use quern_producer::{Producer, ProducerConfig};
 use quern_testkit::fake_embedder::{self, FakeEmbedderConfig, RunningFakeEmbedder};
@@ -54,7 +53,9 @@ impl Harness {
     }
 
     pub fn worker_config(&self, extra: &[&str]) -> WorkerConfig {
-        WorkerConfig::try_parse_from(self.worker_args(extra)).expect("valid worker flags")
+        // The binary's own loader: later flags override earlier ones, as on a command line.
+        let args = self.worker_args(extra).into_iter().map(std::ffi::OsString::from).collect();
+        quern_worker::config_file::load(args).expect("valid worker flags").config
     }
 
     pub async fn pipeline(&self, extra: &[&str]) -> Pipeline {
