@@ -5,11 +5,13 @@
 //! size, lingering a few milliseconds for more, like Kafka's `linger.ms`), and sends the request in a task of
 //! its own. A request leaves full when work is plentiful and at once when it is not; while every permit is in
 //! use, chunks pile up and the next request leaves full. Each vector goes back to the job that sent its chunk;
-//! a failed request (after its retries) fails only the chunks it carried.
+//! a failed request (after its retries) fails only the chunks it carried, and a request refused for its content
+//! is split until the refused chunk stands alone, so no job fails for a neighbour's chunk.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use quern_core::metric_names;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -129,7 +131,7 @@ async fn dispatch(
     }
 }
 
-/// Sends one request (with its retries) and hands each vector, or the error, to its chunk's job.
+/// Sends one request (with its retries) and hands each vector, or its error, to its chunk's job.
 async fn send(
     client: EmbeddingClient,
     batch: Vec<Pending>,
@@ -140,9 +142,44 @@ async fn send(
     let in_use = |permits: &Semaphore| (config.max_in_flight - permits.available_permits()) as f64;
     metrics::gauge!(metric_names::EMBEDDING_PERMITS_IN_USE).set(in_use(&permits));
     let texts: Vec<&str> = batch.iter().map(|p| &*p.text).collect();
-    let answer = retry_transient(&config.retry, || async {
+    let answers = embed_isolating(&client, &texts, &config.retry).await;
+    drop(texts);
+    drop(permit);
+    metrics::gauge!(metric_names::EMBEDDING_PERMITS_IN_USE).set(in_use(&permits));
+    for (pending, answer) in batch.into_iter().zip(answers) {
+        // A job that gave up (its task ended) no longer listens: nothing to do.
+        let _ = pending.reply.send(answer);
+    }
+}
+
+/// One answer per text. When the provider refuses a request for what it carries (400, 413, 422) and it carries
+/// more than one input, the halves are sent apart, down to single inputs: a chunk the provider will never take
+/// then fails alone instead of failing every job whose chunks shared its request. Errors that concern every
+/// input alike (401, 403, 404, throttling, 5xx after retries) are not split.
+fn embed_isolating<'a>(
+    client: &'a EmbeddingClient,
+    texts: &'a [&'a str],
+    retry: &'a RetryPolicy,
+) -> BoxFuture<'a, Vec<Result<Vec<f32>, EmbedError>>> {
+    Box::pin(async move {
+        match request(client, texts, retry).await {
+            Ok(vectors) => vectors.into_iter().map(Ok).collect(),
+            Err(EmbedError::Status { status: 400 | 413 | 422, .. }) if texts.len() > 1 => {
+                let (left, right) = texts.split_at(texts.len() / 2);
+                let mut answers = embed_isolating(client, left, retry).await;
+                answers.extend(embed_isolating(client, right, retry).await);
+                answers
+            }
+            Err(error) => texts.iter().map(|_| Err(error.clone())).collect(),
+        }
+    })
+}
+
+/// One request with its transient retries, recorded in the request metrics.
+async fn request(client: &EmbeddingClient, texts: &[&str], retry: &RetryPolicy) -> Result<Vec<Vec<f32>>, EmbedError> {
+    retry_transient(retry, || async {
         let started = Instant::now();
-        let answer = client.embed_batch(&texts).await;
+        let answer = client.embed_batch(texts).await;
         let outcome = match &answer {
             Ok(_) => "ok",
             Err(EmbedError::Status { status: 429, .. }) => "429",
@@ -156,21 +193,5 @@ async fn send(
         metrics::histogram!(metric_names::EMBEDDING_REQUEST_INPUTS).record(texts.len() as f64);
         answer
     })
-    .await;
-    drop(texts);
-    drop(permit);
-    metrics::gauge!(metric_names::EMBEDDING_PERMITS_IN_USE).set(in_use(&permits));
-    match answer {
-        Ok(vectors) => {
-            for (pending, vector) in batch.into_iter().zip(vectors) {
-                // A job that gave up (its task ended) no longer listens: nothing to do.
-                let _ = pending.reply.send(Ok(vector));
-            }
-        }
-        Err(error) => {
-            for pending in batch {
-                let _ = pending.reply.send(Err(error.clone()));
-            }
-        }
-    }
+    .await
 }

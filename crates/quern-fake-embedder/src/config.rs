@@ -28,6 +28,9 @@ pub struct FakeEmbedderConfig {
     pub max_batch: usize,
     /// Most requests in flight at once (0 = unlimited); the extra ones get `429` immediately.
     pub max_concurrency: usize,
+    /// Refuse with `400` any request with an input containing this text, as a provider's content policy would:
+    /// a document that can never be embedded as it is.
+    pub reject_marker: Option<String>,
 }
 
 impl Default for FakeEmbedderConfig {
@@ -40,6 +43,7 @@ impl Default for FakeEmbedderConfig {
             throttle_rate: 0.0,
             max_batch: DEFAULT_MAX_BATCH,
             max_concurrency: 0,
+            reject_marker: None,
         }
     }
 }

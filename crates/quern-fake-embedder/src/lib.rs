@@ -105,7 +105,12 @@ pub struct RunningFakeEmbedder {
 
 /// Binds `127.0.0.1:0` and serves on a spawned task. Must be called inside a Tokio runtime.
 pub async fn spawn(config: FakeEmbedderConfig) -> io::Result<RunningFakeEmbedder> {
-    let server = bind("127.0.0.1:0", config).await?;
+    spawn_at(SocketAddr::from(([127, 0, 0, 1], 0)), config).await
+}
+
+/// [`spawn`] on a chosen address, e.g. to replace a stopped embedder on the same port with other settings.
+pub async fn spawn_at(addr: SocketAddr, config: FakeEmbedderConfig) -> io::Result<RunningFakeEmbedder> {
+    let server = bind(addr, config).await?;
     let local_addr = server.local_addr();
     let stats = server.stats();
     let shutdown = CancellationToken::new();

@@ -39,6 +39,9 @@ struct Args {
     /// Most requests in flight; extra ones get 429 with Retry-After: 1 at once. 0 = unlimited.
     #[arg(long, default_value_t = 0)]
     max_concurrency: usize,
+    /// Answer 400 to any request with an input containing this text (a content policy). Default: none.
+    #[arg(long)]
+    reject_marker: Option<String>,
 }
 
 fn parse_positive(value: &str) -> Result<usize, String> {
@@ -75,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
         throttle_rate: args.throttle_rate,
         max_batch: args.max_batch,
         max_concurrency: args.max_concurrency,
+        reject_marker: args.reject_marker,
     };
     tracing::info!(?config, "starting");
     let server = quern_fake_embedder::bind((args.host.as_str(), args.port), config)

@@ -88,6 +88,12 @@ async fn embeddings(State(state): State<Arc<AppState>>, body: Result<Bytes, Byte
         stats.rejected_400();
         return invalid_request("'input' must not be an empty array.");
     }
+    if let Some(marker) = config.reject_marker.as_deref() {
+        if let Some(index) = texts.iter().position(|t| t.contains(marker)) {
+            stats.rejected_400();
+            return invalid_request(&format!("input {index} was refused by the content policy."));
+        }
+    }
     if texts.len() > config.max_batch {
         stats.rejected_400();
         return invalid_request(&format!(

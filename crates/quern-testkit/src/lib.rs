@@ -155,6 +155,32 @@ impl TestQueues {
         declared.message_count()
     }
 
+    /// Publishes `body` as is to the work exchange (as a client in any language could, malformed or not) and
+    /// waits for the broker's confirm.
+    pub async fn publish_raw(&self, channel: &lapin::Channel, body: &[u8]) {
+        let properties = lapin::BasicProperties::default();
+        quern_queue::publish(
+            channel,
+            &self.topology.work_exchange(),
+            self.topology.ingest_routing_key(),
+            body,
+            properties,
+        )
+        .await
+        .expect("publish")
+        .wait(Duration::from_secs(60))
+        .await
+        .expect("confirmed by the broker");
+    }
+
+    /// A channel in confirm mode for [`TestQueues::publish_raw`] (keep the connection alive beside it).
+    pub async fn raw_channel(&self) -> (lapin::Connection, lapin::Channel) {
+        let connection = quern_queue::connect(&amqp_url(), "quern-test-raw").await.expect("connect");
+        let channel = connection.create_channel().await.expect("channel");
+        quern_queue::enable_confirms(&channel).await.expect("confirms");
+        (connection, channel)
+    }
+
     /// Deletes the test's queues (including the retry queues of the default tiers and of [`TEST_RETRY_TIERS`])
     /// and exchanges.
     pub async fn delete(&self) {

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use lapin::BasicProperties;
 use quern_core::{Chunker, Job};
 use quern_testkit::fake_embedder::FakeEmbedderConfig;
 use quern_testkit::wait_until;
@@ -57,28 +56,26 @@ async fn embedder_answers_30_percent_500_and_10_percent_429() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fault injection: run with scripts/chaos.sh"]
 async fn a_refused_document_is_dead_then_replayed_once_the_cause_is_fixed() {
-    // The provider takes at most 5 inputs per request; the worker first sends up to 32.
-    let scenario =
-        Scenario::start("refused_then_replayed", FakeEmbedderConfig { max_batch: 5, ..Default::default() }).await;
+    // The provider's content policy refuses one document with 400, whichever jobs share its requests.
+    let refusing =
+        FakeEmbedderConfig { reject_marker: Some("QUERN-REFUSED".into()), latency_ms: 20, ..Default::default() };
+    let mut scenario = Scenario::start("refused_then_replayed", refusing).await;
     let mut jobs = jobs(30, 20);
-    let big = Job::upsert("c", "big-document", text(999, 600));
-    assert!(chunker().split(&big.text).len() > 5);
-    jobs.push(big.clone());
+    let refused = Job::upsert("c", "refused-document", format!("{} QUERN-REFUSED {}", text(998, 100), text(999, 100)));
+    jobs.insert(10, refused.clone());
     let confirmed = scenario.enqueue(&jobs).await;
-    let mut worker = scenario.spawn_worker("w1", &[]);
+    let mut worker = scenario.spawn_ready_worker("w1", &[]).await;
     let store = scenario.db.store();
     let settled_first = wait_until(Duration::from_secs(60), || async {
         store.count_finished(&confirmed).await.map(|c| c.succeeded == 30 && c.dead == 1).unwrap_or(false)
     })
     .await;
-    assert!(settled_first, "30 small documents succeed and the big one is dead");
-    let record = store.job(big.job_id).await.expect("read").expect("recorded");
+    assert!(settled_first, "the 30 other documents succeed and only the refused one is dead");
+    let record = store.job(refused.job_id).await.expect("read").expect("recorded");
     assert!(record.last_error.as_deref().unwrap_or_default().contains("400"), "{:?}", record.last_error);
-    sigterm(&worker);
-    assert!(exit_within(&mut worker, Duration::from_secs(40)).await.success());
 
-    // The operator lowers the batch size below the provider's limit, then replays the dead letter.
-    let mut fixed = scenario.spawn_ready_worker("w2", &["--batch-size", "4"]).await;
+    // The cause is removed (the provider lifts its refusal), then the operator replays the dead letter.
+    scenario.replace_embedder(FakeEmbedderConfig { latency_ms: 20, ..Default::default() }).await;
     let quern = std::path::Path::new(env!("CARGO_BIN_EXE_quern-worker")).with_file_name("quern");
     assert!(quern.exists(), "{} is missing: scripts/chaos.sh builds it", quern.display());
     let replay = tokio::process::Command::new(&quern)
@@ -89,11 +86,11 @@ async fn a_refused_document_is_dead_then_replayed_once_the_cause_is_fixed() {
         .await
         .expect("run quern dlq replay");
     assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
-    let replayed = wait_succeeded(&scenario, &[big.job_id], 1, Duration::from_secs(60)).await;
-    sigterm(&fixed);
-    assert!(exit_within(&mut fixed, Duration::from_secs(40)).await.success());
+    let replayed = wait_succeeded(&scenario, &[refused.job_id], 1, Duration::from_secs(60)).await;
+    sigterm(&worker);
+    assert!(exit_within(&mut worker, Duration::from_secs(40)).await.success());
     let figures = settle(&scenario, &confirmed, &jobs, &chunker()).await;
-    figures.print(scenario.name, "1 document refused with 400, replayed after the fix");
+    figures.print(scenario.name, "1 document refused with 400 (content policy); refusal lifted, then replayed");
     assert!(replayed, "the replayed job succeeds: {figures:?}");
     assert_nothing_lost(&figures);
     assert_eq!(figures.succeeded, 31);
@@ -173,25 +170,11 @@ async fn malformed_bodies_mixed_with_good_jobs() {
     let scenario = Scenario::start("malformed_mix", FakeEmbedderConfig::default()).await;
     let mut worker = scenario.spawn_worker("w1", &[]);
     let producer = scenario.producer().await;
-    let connection = quern_queue::connect(&quern_testkit::amqp_url(), "chaos").await.expect("connect");
-    let channel = connection.create_channel().await.expect("channel");
-    quern_queue::enable_confirms(&channel).await.expect("confirms");
-    let topology = scenario.queues.topology.clone();
+    let (_connection, channel) = scenario.queues.raw_channel().await;
     let good = jobs(200, 40);
     let mut confirmed = Vec::new();
     for (i, body) in malformed_bodies().iter().enumerate() {
-        quern_queue::publish(
-            &channel,
-            &topology.work_exchange(),
-            topology.ingest_routing_key(),
-            body,
-            BasicProperties::default(),
-        )
-        .await
-        .expect("publish")
-        .wait(Duration::from_secs(60))
-        .await
-        .expect("confirmed");
+        scenario.queues.publish_raw(&channel, body).await;
         confirmed.push(producer.enqueue(&good[i]).await.expect("enqueue"));
     }
     let all = wait_succeeded(&scenario, &confirmed, 200, Duration::from_secs(120)).await;
@@ -221,7 +204,8 @@ async fn kill_9_a_worker_ten_times_while_1000_jobs_flow() {
     let scenario = Scenario::start("kill_9", FakeEmbedderConfig { latency_ms: 150, ..Default::default() }).await;
     let jobs = jobs(1000, 80);
     let confirmed = scenario.enqueue(&jobs).await;
-    let slow = ["--embedding-concurrency", "3", "--prefetch", "12"];
+    // Small batches keep the flow long enough for ten kills (chunks of several jobs would otherwise share requests).
+    let slow = ["--embedding-concurrency", "3", "--prefetch", "12", "--batch-size", "2"];
     let mut workers = vec![scenario.spawn_worker("w0", &slow), scenario.spawn_worker("w1", &slow)];
     let store = scenario.db.store();
     let mut kills = 0;

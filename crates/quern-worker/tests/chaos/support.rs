@@ -90,6 +90,23 @@ impl Scenario {
         child
     }
 
+    /// Replaces the fake embedder by one with `config` on the same port (the workers' URL stays valid).
+    pub async fn replace_embedder(&mut self, config: FakeEmbedderConfig) {
+        let addr = self.embedder.local_addr();
+        let old = std::mem::replace(
+            &mut self.embedder,
+            fake_embedder::spawn(FakeEmbedderConfig { dim: TEST_DIM, ..FakeEmbedderConfig::default() })
+                .await
+                .expect("spare"),
+        );
+        old.shutdown().await.expect("stop the old embedder");
+        let fresh = fake_embedder::spawn_at(addr, FakeEmbedderConfig { dim: TEST_DIM, ..config })
+            .await
+            .expect("rebind the port");
+        let spare = std::mem::replace(&mut self.embedder, fresh);
+        let _ = spare.shutdown().await;
+    }
+
     pub async fn producer(&self) -> Producer {
         Producer::connect(ProducerConfig::new(quern_testkit::amqp_url()).with_topology(self.queues.topology.clone()))
             .await

@@ -4,7 +4,6 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use lapin::options::{BasicAckOptions, BasicGetOptions};
-use lapin::BasicProperties;
 use quern_queue::headers;
 use quern_store::JobStatus;
 use quern_testkit::fake_embedder::FakeEmbedderConfig;
@@ -56,23 +55,9 @@ async fn malformed_bodies_are_dead_lettered_with_their_reason_and_good_jobs_stil
         format!(r#"{{"job_id": "{named_job_id}", "collection": "", "document_id": "d", "text": "x"}}"#).into_bytes(),
     ];
     // Publish raw bodies, as a misbehaving client in any language could.
-    let connection = quern_queue::connect(&quern_testkit::amqp_url(), "test").await.expect("connect");
-    let channel = connection.create_channel().await.expect("channel");
-    quern_queue::enable_confirms(&channel).await.expect("confirms");
-    let topology = &harness.queues.topology;
+    let (_connection, channel) = harness.queues.raw_channel().await;
     for body in &malformed {
-        quern_queue::publish(
-            &channel,
-            &topology.work_exchange(),
-            topology.ingest_routing_key(),
-            body,
-            BasicProperties::default(),
-        )
-        .await
-        .expect("publish")
-        .wait(Duration::from_secs(10))
-        .await
-        .expect("confirmed");
+        harness.queues.publish_raw(&channel, body).await;
     }
     let good: Vec<_> = (0..3).map(|i| upsert("c", &format!("good-{i}"), &document_text(i, 60))).collect();
     let good_ids = producer.enqueue_many(&good).await.expect("enqueue");
@@ -109,10 +94,11 @@ async fn malformed_bodies_are_dead_lettered_with_their_reason_and_good_jobs_stil
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_the_embedder_refuses_is_dead_with_its_reason() {
-    // The embedder takes at most 2 inputs per request; the worker sends 8: a 400, which no retry can fix.
-    let harness = Harness::start("refused", FakeEmbedderConfig { max_batch: 2, ..FakeEmbedderConfig::default() }).await;
+    // The embedder's content policy refuses this document with 400, which no retry can fix.
+    let refusing = FakeEmbedderConfig { reject_marker: Some("FORBIDDEN".into()), ..FakeEmbedderConfig::default() };
+    let harness = Harness::start("refused", refusing).await;
     let producer = harness.producer().await;
-    let refused = upsert("c", "big", &document_text(1, 400));
+    let refused = upsert("c", "big", &format!("{} FORBIDDEN", document_text(1, 400)));
     let fine = upsert("c", "small", "just a few words");
     let ids = producer.enqueue_many(&[refused.clone(), fine.clone()]).await.expect("enqueue");
 
@@ -170,5 +156,39 @@ async fn a_job_that_panics_is_dead_lettered_and_the_worker_carries_on() {
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].reason.as_deref(), Some("panic"));
     assert!(letters[0].error.as_deref().unwrap_or_default().contains("QUERN_FAULT_PANIC"));
+    harness.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_chunk_fails_alone_even_when_it_shared_a_request_with_other_jobs() {
+    // One request in flight and a slow embedder: the 31 one-chunk jobs queue up and share requests.
+    let embedder =
+        FakeEmbedderConfig { latency_ms: 50, reject_marker: Some("FORBIDDEN".into()), ..FakeEmbedderConfig::default() };
+    let harness = Harness::start("isolate", embedder).await;
+    let producer = harness.producer().await;
+    let mut jobs: Vec<_> =
+        (0..30).map(|i| upsert("c", &format!("fine-{i}"), &format!("an ordinary note {i}"))).collect();
+    let refused = upsert("c", "refused", "this note carries a FORBIDDEN word");
+    jobs.insert(15, refused.clone());
+    let ids = producer.enqueue_many(&jobs).await.expect("enqueue");
+
+    let shutdown = CancellationToken::new();
+    let worker =
+        harness.spawn_worker(&["--embedding-concurrency", "1", "--embedding-linger-ms", "20"], shutdown.clone());
+    let store = harness.db.store();
+    let settled = wait_until(Duration::from_secs(30), || async {
+        store.count_finished(&ids).await.map(|c| c.succeeded == 30 && c.dead == 1).unwrap_or(false)
+    })
+    .await;
+    shutdown.cancel();
+    worker.await.expect("task").expect("clean exit");
+    let stats = harness.embedder.stats().snapshot();
+    assert!(settled, "30 succeed and only the refused job dies: {stats:?}");
+    assert_eq!(store.job(refused.job_id).await.expect("read").expect("recorded").status, JobStatus::Dead);
+    assert!(stats.rejected_400 >= 2, "the refused chunk shared a request that was split: {stats:?}");
+    assert_eq!(stats.inputs, 30, "every other chunk embedded once: {stats:?}");
+    let letters = drain_dead_letters(&harness).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].body, refused.encode());
     harness.cleanup().await;
 }

@@ -128,3 +128,16 @@ async fn chunks_of_many_jobs_share_requests_and_each_vector_goes_back_to_its_own
     }
     harness.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_larger_than_the_provider_takes_are_split_until_they_fit() {
+    // The provider takes at most 3 inputs; the worker packs up to 8: a 400 for the size, not for a chunk.
+    let harness = Harness::start("split", FakeEmbedderConfig { max_batch: 3, ..FakeEmbedderConfig::default() }).await;
+    let pipeline = harness.pipeline(&[]).await;
+    let job = upsert("c", "doc", &document_text(9, 300));
+    assert!(test_chunker().split(&job.text).len() > 3);
+    assert_eq!(pipeline.process_delivery(&job.encode(), 0).await, quern_core::Outcome::Ack);
+    let stats = harness.embedder.stats().snapshot();
+    assert!(stats.rejected_400 >= 1 && stats.inputs as usize == test_chunker().split(&job.text).len(), "{stats:?}");
+    harness.cleanup().await;
+}

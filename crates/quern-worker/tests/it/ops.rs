@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::Duration;
 
-use lapin::BasicProperties;
 use quern_testkit::fake_embedder::FakeEmbedderConfig;
 use quern_testkit::{free_port, http_get, wait_until};
 
@@ -51,22 +50,8 @@ async fn metrics_health_and_json_logs_after_a_run_of_known_jobs() {
         (0..4).map(|i| upsert("c", &format!("doc-{i}"), &document_text(i, 60 + 30 * i as usize))).collect();
     let chunks: usize = jobs.iter().map(|j| test_chunker().split(&j.text).len()).sum();
     let ids = producer.enqueue_many(&jobs).await.expect("enqueue");
-    let connection = quern_queue::connect(&quern_testkit::amqp_url(), "test").await.expect("connect");
-    let channel = connection.create_channel().await.expect("channel");
-    quern_queue::enable_confirms(&channel).await.expect("confirms");
-    let topology = &harness.queues.topology;
-    quern_queue::publish(
-        &channel,
-        &topology.work_exchange(),
-        topology.ingest_routing_key(),
-        b"{not json",
-        BasicProperties::default(),
-    )
-    .await
-    .expect("publish")
-    .wait(Duration::from_secs(10))
-    .await
-    .expect("confirmed");
+    let (_connection, channel) = harness.queues.raw_channel().await;
+    harness.queues.publish_raw(&channel, b"{not json").await;
 
     let port = free_port();
     let log_path = std::env::temp_dir().join(quern_testkit::unique_name("quern_ops_log"));
