@@ -348,7 +348,7 @@ async fn a_message_that_kills_every_worker_is_dead_lettered_by_the_delivery_limi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fault injection: run with scripts/chaos.sh"]
 async fn readiness_follows_postgres_and_the_drain() {
-    let scenario = Scenario::start("readiness", FakeEmbedderConfig { latency_ms: 200, ..Default::default() }).await;
+    let mut scenario = Scenario::start("readiness", FakeEmbedderConfig { latency_ms: 200, ..Default::default() }).await;
     let port = quern_testkit::free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut worker = scenario.spawn_worker("w1", &["--metrics-addr", &addr]);
@@ -367,10 +367,18 @@ async fn readiness_follows_postgres_and_the_drain() {
     assert!(body.contains("\"database\":false"), "{body}");
     assert!(readiness(200).await, "ready again once Postgres is back");
 
-    // Draining: with jobs in flight, /readyz answers 503 between SIGTERM and exit.
+    // Draining: with requests in flight (a 3 s embedder makes the drain last), /readyz answers 503 between
+    // SIGTERM and exit.
+    scenario.replace_embedder(FakeEmbedderConfig { latency_ms: 3000, ..Default::default() }).await;
     let jobs = jobs(40, 40);
     let confirmed = scenario.enqueue(&jobs).await;
-    assert!(wait_succeeded(&scenario, &confirmed, 2, Duration::from_secs(30)).await);
+    let embedder = scenario.embedder.stats().clone();
+    let in_flight = wait_until(Duration::from_secs(30), || {
+        let embedder = embedder.clone();
+        async move { embedder.snapshot().in_flight > 0 }
+    })
+    .await;
+    assert!(in_flight, "requests in flight before the signal");
     sigterm(&worker);
     let drained_unready = readiness(503).await;
     assert!(exit_within(&mut worker, Duration::from_secs(40)).await.success());
