@@ -28,6 +28,10 @@ pub struct PoolConfig {
     pub max_in_flight: usize,
     /// How long a request that is not full waits for more chunks before it leaves.
     pub linger: Duration,
+    /// Most estimated tokens per request (a chunk larger than this still goes, alone).
+    pub max_batch_tokens: usize,
+    /// Characters per token, for the estimate (about 4 for English with OpenAI's tokenizers).
+    pub chars_per_token: f64,
     /// Retries of each request.
     pub retry: RetryPolicy,
 }
@@ -109,26 +113,48 @@ async fn dispatch(
     permits: Arc<Semaphore>,
     config: PoolConfig,
 ) {
-    while let Some(first) = waiting.recv().await {
+    let tokens = |pending: &Pending| estimated_tokens(&pending.text, config.chars_per_token);
+    // A chunk that did not fit the last request opens the next one.
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match waiting.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
         // Waiting for a permit is what fills batches under load: chunks queue up meanwhile.
         let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let mut batch_tokens = tokens(&first);
         let mut batch = vec![first];
         let deadline = Instant::now() + config.linger;
         while batch.len() < config.batch_size {
-            match waiting.try_recv() {
-                Ok(next) => batch.push(next),
+            let next = match waiting.try_recv() {
+                Ok(next) => next,
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
                 Err(mpsc::error::TryRecvError::Empty) if config.linger.is_zero() => break,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     match tokio::time::timeout_at(deadline, waiting.recv()).await {
-                        Ok(Some(next)) => batch.push(next),
+                        Ok(Some(next)) => next,
                         Ok(None) | Err(_) => break,
                     }
                 }
+            };
+            if batch_tokens + tokens(&next) > config.max_batch_tokens {
+                carried = Some(next);
+                break;
             }
+            batch_tokens += tokens(&next);
+            batch.push(next);
         }
         tokio::spawn(send(client.clone(), batch, permit, permits.clone(), config));
     }
+}
+
+/// Tokens a text is estimated to cost: its characters divided by `chars_per_token`, rounded up.
+fn estimated_tokens(text: &str, chars_per_token: f64) -> usize {
+    (text.chars().count() as f64 / chars_per_token.max(0.1)).ceil() as usize
 }
 
 /// Sends one request (with its retries) and hands each vector, or its error, to its chunk's job.

@@ -28,6 +28,9 @@ pub struct FakeEmbedderConfig {
     pub max_batch: usize,
     /// Most requests in flight at once (0 = unlimited); the extra ones get `429` immediately.
     pub max_concurrency: usize,
+    /// Most characters of input one request may carry (0 = unlimited); more gets `413`, as a provider's
+    /// per-request token limit would.
+    pub max_request_chars: usize,
     /// Refuse with `400` any request with an input containing this text, as a provider's content policy would:
     /// a document that can never be embedded as it is.
     pub reject_marker: Option<String>,
@@ -43,6 +46,7 @@ impl Default for FakeEmbedderConfig {
             throttle_rate: 0.0,
             max_batch: DEFAULT_MAX_BATCH,
             max_concurrency: 0,
+            max_request_chars: 0,
             reject_marker: None,
         }
     }

@@ -39,6 +39,9 @@ struct Args {
     /// Most requests in flight; extra ones get 429 with Retry-After: 1 at once. 0 = unlimited.
     #[arg(long, default_value_t = 0)]
     max_concurrency: usize,
+    /// Most characters of input per request (0 = unlimited); more gets 413, like a per-request token limit.
+    #[arg(long, default_value_t = 0)]
+    max_request_chars: usize,
     /// Answer 400 to any request with an input containing this text (a content policy). Default: none.
     #[arg(long)]
     reject_marker: Option<String>,
@@ -78,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
         throttle_rate: args.throttle_rate,
         max_batch: args.max_batch,
         max_concurrency: args.max_concurrency,
+        max_request_chars: args.max_request_chars,
         reject_marker: args.reject_marker,
     };
     tracing::info!(?config, "starting");

@@ -94,6 +94,14 @@ async fn embeddings(State(state): State<Arc<AppState>>, body: Result<Bytes, Byte
             return invalid_request(&format!("input {index} was refused by the content policy."));
         }
     }
+    let request_chars: usize = texts.iter().map(|t| t.chars().count()).sum();
+    if config.max_request_chars > 0 && request_chars > config.max_request_chars {
+        stats.rejected_400();
+        return too_large(&format!(
+            "the request carries {request_chars} characters, more than the maximum of {} per request.",
+            config.max_request_chars
+        ));
+    }
     if texts.len() > config.max_batch {
         stats.rejected_400();
         return invalid_request(&format!(
@@ -211,6 +219,10 @@ impl Serialize for DataList<'_> {
 
 fn invalid_request(message: &str) -> Response {
     openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", None, message)
+}
+
+fn too_large(message: &str) -> Response {
+    openai_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", None, message)
 }
 
 fn throttled(message: &str) -> Response {

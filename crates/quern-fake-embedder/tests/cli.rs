@@ -40,11 +40,13 @@ fn help_states_every_default() {
         "--max-batch <MAX_BATCH>",
         "[default: 2048]",
         "--max-concurrency <MAX_CONCURRENCY>",
+        "--max-request-chars <MAX_REQUEST_CHARS>",
+        "--reject-marker <REJECT_MARKER>",
     ] {
         assert!(help.contains(expected), "missing {expected:?} in:\n{help}");
     }
-    // Every option (but help/version) shows a default.
-    assert_eq!(help.matches("[default: ").count(), 9, "{help}");
+    // Every option shows a default but help, version and --reject-marker (off unless given).
+    assert_eq!(help.matches("[default: ").count(), 10, "{help}");
 }
 
 #[tokio::test]

@@ -125,6 +125,13 @@ pub struct WorkerConfig {
     /// Milliseconds a request that is not full waits for more chunks (from any job) before it leaves.
     #[arg(long, env = "QUERN_EMBEDDING_LINGER_MS", default_value_t = 2)]
     pub embedding_linger_ms: u64,
+    /// Most estimated tokens per embedding request, so shared requests stay within a provider's per-request
+    /// limit (text-embeddings-inference's default `--max-batch-tokens` is 16384).
+    #[arg(long, env = "QUERN_BATCH_MAX_TOKENS", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_max_tokens: u32,
+    /// Characters per token for that estimate (about 4 for English text with OpenAI's tokenizers).
+    #[arg(long, env = "QUERN_CHARS_PER_TOKEN", default_value_t = 4.0)]
+    pub chars_per_token: f64,
     /// Most chunks per embedding request; chunks of several jobs share a request.
     #[arg(long, env = "QUERN_BATCH_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batch_size: u32,
@@ -193,6 +200,8 @@ impl WorkerConfig {
             batch_size: self.batch_size as usize,
             max_in_flight: self.embedding_concurrency as usize,
             linger: Duration::from_millis(self.embedding_linger_ms),
+            max_batch_tokens: self.batch_max_tokens as usize,
+            chars_per_token: if self.chars_per_token > 0.0 { self.chars_per_token } else { 4.0 },
             retry: quern_embed::RetryPolicy {
                 max_elapsed: Duration::from_secs(self.embedding_retry_max_secs),
                 ..quern_embed::RetryPolicy::default()

@@ -141,3 +141,40 @@ async fn requests_larger_than_the_provider_takes_are_split_until_they_fit() {
     assert!(stats.rejected_400 >= 1 && stats.inputs as usize == test_chunker().split(&job.text).len(), "{stats:?}");
     harness.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_requests_stay_within_the_providers_size_limit() {
+    // The provider takes at most 1,000 characters per request (413 beyond); the worker budgets 200 tokens of
+    // 4 characters (800 characters), so requests of one-chunk jobs stop short of the limit instead of being split.
+    let embedder = FakeEmbedderConfig { latency_ms: 50, max_request_chars: 1000, ..FakeEmbedderConfig::default() };
+    let harness = Harness::start("tokens", embedder).await;
+    let producer = harness.producer().await;
+    let jobs: Vec<_> =
+        (0..60).map(|i| upsert("c", &format!("n-{i}"), &format!("{} {i}", "word ".repeat(28)))).collect();
+    let ids = producer.enqueue_many(&jobs).await.expect("enqueue");
+    let shutdown = CancellationToken::new();
+    let flags = [
+        "--embedding-concurrency",
+        "1",
+        "--batch-size",
+        "32",
+        "--batch-max-tokens",
+        "200",
+        "--embedding-linger-ms",
+        "20",
+    ];
+    let worker = harness.spawn_worker(&flags, shutdown.clone());
+    let store = harness.db.store();
+    let done = wait_until(Duration::from_secs(60), || async {
+        store.count_finished(&ids).await.map(|c| c.succeeded == 60).unwrap_or(false)
+    })
+    .await;
+    shutdown.cancel();
+    worker.await.expect("task").expect("clean exit");
+    let stats = harness.embedder.stats().snapshot();
+    assert!(done, "{stats:?}");
+    assert_eq!(stats.rejected_400, 0, "no request went over the provider's limit: {stats:?}");
+    assert_eq!(stats.inputs, 60);
+    assert!(stats.requests < 60, "requests were still shared: {stats:?}");
+    harness.cleanup().await;
+}
