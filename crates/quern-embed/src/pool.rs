@@ -46,9 +46,7 @@ struct Pending {
 #[derive(Debug, Clone)]
 pub struct EmbeddingPool {
     client: EmbeddingClient,
-    permits: Arc<Semaphore>,
     queue: mpsc::UnboundedSender<Pending>,
-    config: PoolConfig,
 }
 
 impl std::fmt::Debug for Pending {
@@ -66,24 +64,14 @@ impl EmbeddingPool {
         let permits = Arc::new(Semaphore::new(config.max_in_flight));
         // Unbounded: what waits here is bounded by the jobs in flight (prefetch × chunks per job).
         let (queue, waiting) = mpsc::unbounded_channel();
-        tokio::spawn(dispatch(waiting, client.clone(), permits.clone(), config));
+        tokio::spawn(dispatch(waiting, client.clone(), permits, config));
         metrics::gauge!(metric_names::EMBEDDING_PERMITS).set(config.max_in_flight as f64);
-        EmbeddingPool { client, permits, queue, config }
+        EmbeddingPool { client, queue }
     }
 
     /// The underlying client (model name, dimension).
     pub fn client(&self) -> &EmbeddingClient {
         &self.client
-    }
-
-    /// Requests that may run at once.
-    pub fn max_in_flight(&self) -> usize {
-        self.config.max_in_flight
-    }
-
-    /// Requests running now.
-    pub fn in_flight(&self) -> usize {
-        self.config.max_in_flight - self.permits.available_permits()
     }
 
     /// Embeds every text; vectors come back in text order. The texts share requests with other jobs' chunks.

@@ -36,13 +36,6 @@ impl Default for RetryPolicy {
     }
 }
 
-impl RetryPolicy {
-    /// No retries at all: the first failure is returned.
-    pub fn none() -> RetryPolicy {
-        RetryPolicy { initial_delay: Duration::ZERO, max_delay: Duration::ZERO, max_elapsed: Duration::ZERO }
-    }
-}
-
 /// Exponential bounds with a uniformly random delay below each: spreads the retries of many workers that
 /// failed together (AWS's "full jitter").
 struct FullJitter(ExponentialBackoff);

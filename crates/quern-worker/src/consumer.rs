@@ -96,7 +96,7 @@ pub async fn run_with_pipeline(
             Err(error) => {
                 health.set_consuming(false);
                 metrics::counter!(metric_names::BROKER_RECONNECTS).increment(1);
-                let jittered = delay.mul_f64(0.5 + rand_fraction() / 2.0);
+                let jittered = delay.mul_f64(0.5 + rand::random::<f64>() / 2.0);
                 tracing::warn!(error = %format!("{error:#}"), retry_in_ms = jittered.as_millis() as u64, "broker session ended; reconnecting");
                 tokio::select! {
                     () = tokio::time::sleep(jittered) => {}
@@ -258,11 +258,4 @@ async fn handle_delivery(pipeline: Pipeline, republisher: Republisher, delivery:
         Err(error) => tracing::warn!(%error, "settling the delivery failed; the broker will redeliver this job"),
     }
     metrics::gauge!(metric_names::JOBS_IN_FLIGHT).decrement(1.0);
-}
-
-/// A fraction in [0, 1) for jitter, without a random-number crate: the sub-second clock is noise enough.
-fn rand_fraction() -> f64 {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    f64::from(nanos % 1000) / 1000.0
 }
