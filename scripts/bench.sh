@@ -2,7 +2,8 @@
 # Quern's throughput harness, one command:
 #
 #   bash scripts/bench.sh [--workers N] [--documents M] [--document-bytes B] [--latency-ms L]
-#                         [--concurrency C] [--batch-size S] [--prefetch P] [--baseline celery]
+#                         [--concurrency C] [--batch-size S] [--prefetch P] [--vector-index live|deferred]
+#                         [--embedder-max-concurrency K] [--adaptive] [--baseline celery]
 #
 # Starts the services, builds release binaries, then runs benches/src/bin/quern-bench.rs: N worker processes
 # against real RabbitMQ and Postgres and the fake embedder at L ms, M documents of B bytes. Prints a table and

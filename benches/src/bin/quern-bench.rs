@@ -14,6 +14,7 @@ use clap::Parser;
 use quern_benches::sample_document_seeded;
 use quern_core::{Chunker, Job};
 use quern_producer::{Producer, ProducerConfig};
+use quern_store::IndexBuildSettings;
 use quern_testkit::fake_embedder::{self, FakeEmbedderConfig};
 use quern_testkit::{TestDatabase, TestQueues};
 use serde_json::{json, Value};
@@ -43,9 +44,21 @@ struct Args {
     /// Inputs per embedding request.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    /// Prefetch per worker.
-    #[arg(long, default_value_t = 64)]
+    /// Prefetch per worker (the worker's default).
+    #[arg(long, default_value_t = 256)]
     prefetch: usize,
+    /// `live`: the HNSW index is kept up to date row by row, as in steady operation. `deferred`: the index is
+    /// dropped before the load and built in one pass after it (`quern index drop` / `create`), as for a
+    /// backfill; the build's time is reported and counted in `chunks_per_second_with_index`.
+    #[arg(long, value_enum, default_value_t = VectorIndexMode::Live)]
+    vector_index: VectorIndexMode,
+    /// Requests the fake embedder handles at once, fleet-wide; more are answered 429 at once (0 = unlimited),
+    /// like a provider with a concurrency cap.
+    #[arg(long, default_value_t = 0)]
+    embedder_max_concurrency: usize,
+    /// Run each worker with `--embedding-adaptive-concurrency` (`--concurrency` is then the most per worker).
+    #[arg(long)]
+    adaptive: bool,
     /// The worker binary (a release build: scripts/bench.sh builds it).
     #[arg(long, default_value = "target/release/quern-worker")]
     worker_bin: PathBuf,
@@ -55,6 +68,12 @@ struct Args {
     /// Write the JSON report here too (default: target/bench/<time>.json).
     #[arg(long)]
     output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum VectorIndexMode {
+    Live,
+    Deferred,
 }
 
 struct Worker {
@@ -77,11 +96,17 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let chunks: usize = jobs.iter().map(|j| chunker.split(&j.text).len()).sum();
     eprintln!(
-        "quern-bench: {} documents of {} bytes = {chunks} chunks; {} worker(s), latency {} ms",
+        "quern-bench: {} documents of {} bytes = {chunks} chunks; {} worker(s), latency {} ms{}{}",
         jobs.len(),
         args.document_bytes,
         args.workers,
-        args.latency_ms
+        args.latency_ms,
+        if args.embedder_max_concurrency > 0 {
+            format!(", embedder takes {} at once", args.embedder_max_concurrency)
+        } else {
+            String::new()
+        },
+        if args.adaptive { ", adaptive concurrency" } else { "" },
     );
 
     let quern = run_quern(&args, &jobs, chunks).await?;
@@ -120,16 +145,21 @@ fn setup(args: &Args, chunks: usize) -> Value {
     json!({
         "workers": args.workers, "documents": args.documents, "document_bytes": args.document_bytes, "chunks": chunks,
         "latency_ms": args.latency_ms, "concurrency": args.concurrency, "batch_size": args.batch_size,
-        "prefetch": args.prefetch, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "prefetch": args.prefetch, "vector_index": format!("{:?}", args.vector_index).to_lowercase(), "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "embedder_max_concurrency": args.embedder_max_concurrency, "adaptive": args.adaptive,
     })
 }
 
 async fn run_quern(args: &Args, jobs: &[Job], chunks: usize) -> anyhow::Result<Value> {
     let db = TestDatabase::create(DIM).await;
     let queues = TestQueues::new("bench");
-    let embedder =
-        fake_embedder::spawn(FakeEmbedderConfig { dim: DIM, latency_ms: args.latency_ms, ..Default::default() })
-            .await?;
+    let embedder = fake_embedder::spawn(FakeEmbedderConfig {
+        dim: DIM,
+        latency_ms: args.latency_ms,
+        max_concurrency: args.embedder_max_concurrency,
+        ..Default::default()
+    })
+    .await?;
 
     let mut workers = Vec::new();
     let mut start_to_ready = Vec::new();
@@ -147,21 +177,29 @@ async fn run_quern(args: &Args, jobs: &[Job], chunks: usize) -> anyhow::Result<V
             ])
             .args(["--prefetch", &args.prefetch.to_string(), "--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(["--worker-id", &format!("bench-{i}")])
+            .args(args.adaptive.then_some("--embedding-adaptive-concurrency"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", args.worker_bin.display()))?;
-        let ready = quern_testkit::wait_until(Duration::from_secs(30), || async move {
-            quern_testkit::http_get(port, "/readyz").await.is_some_and(|(status, _)| status == 200)
-        })
-        .await;
-        if !ready {
-            bail!("worker {i} never became ready");
+        // Polled every 2 ms (not the test kit's 100 ms) so the figure is the worker's, not the poll's.
+        loop {
+            if quern_testkit::http_get(port, "/readyz").await.is_some_and(|(status, _)| status == 200) {
+                break;
+            }
+            if spawned.elapsed() > Duration::from_secs(30) {
+                bail!("worker {i} never became ready");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         start_to_ready.push(spawned.elapsed().as_secs_f64() * 1000.0);
         workers.push(Worker { child, port });
+    }
+    let store = db.store();
+    if args.vector_index == VectorIndexMode::Deferred {
+        store.drop_vector_index().await?;
     }
     let cpu_before: f64 = workers.iter().map(|w| cpu_seconds(w.child.id())).sum();
     let postgres_before = processes_cpu_seconds("postgres");
@@ -175,7 +213,6 @@ async fn run_quern(args: &Args, jobs: &[Job], chunks: usize) -> anyhow::Result<V
         ids.extend(producer.enqueue_many(batch).await?);
     }
     let enqueue_seconds = started.elapsed().as_secs_f64();
-    let store = db.store();
     let done = quern_testkit::wait_until(Duration::from_secs(1800), || async {
         store.count_finished(&ids).await.map(|c| c.succeeded as usize == ids.len()).unwrap_or(false)
     })
@@ -187,6 +224,14 @@ async fn run_quern(args: &Args, jobs: &[Job], chunks: usize) -> anyhow::Result<V
     let cpu = workers.iter().map(|w| cpu_seconds(w.child.id())).sum::<f64>() - cpu_before;
     let postgres_cpu = processes_cpu_seconds("postgres") - postgres_before;
     let rss: Vec<f64> = workers.iter().map(|w| peak_rss_mb(w.child.id())).collect();
+    let index_build_seconds = match args.vector_index {
+        VectorIndexMode::Live => None,
+        VectorIndexMode::Deferred => {
+            let building = Instant::now();
+            store.create_vector_index(&IndexBuildSettings::default(), |_| {}).await?;
+            Some(building.elapsed().as_secs_f64())
+        }
+    };
     let scraped = quern_testkit::http_get(workers[0].port, "/metrics").await.map(|(_, body)| body).unwrap_or_default();
     let latencies = latencies_ms(&db, &ids).await?;
     for worker in &workers {
@@ -199,8 +244,12 @@ async fn run_quern(args: &Args, jobs: &[Job], chunks: usize) -> anyhow::Result<V
     }
     let stats = embedder.stats().snapshot();
     let chunks_per_second = chunks as f64 / wall;
-    let bound = (args.latency_ms > 0)
-        .then(|| (args.workers * args.concurrency * args.batch_size) as f64 / (args.latency_ms as f64 / 1000.0));
+    // Requests in flight are capped by the pools, and by the embedder when it takes fewer at once.
+    let in_flight = match args.embedder_max_concurrency {
+        0 => args.workers * args.concurrency,
+        cap => cap.min(args.workers * args.concurrency),
+    };
+    let bound = (args.latency_ms > 0).then(|| (in_flight * args.batch_size) as f64 / (args.latency_ms as f64 / 1000.0));
     queues.delete().await;
     db.drop_database().await;
     let metric_mean = |name: &str, label: &str| -> Option<f64> {
@@ -220,12 +269,22 @@ async fn run_quern(args: &Args, jobs: &[Job], chunks: usize) -> anyhow::Result<V
         "enqueue_seconds": enqueue_seconds,
         "documents_per_second": ids.len() as f64 / wall,
         "chunks_per_second": chunks_per_second,
+        "vector_index": format!("{:?}", args.vector_index).to_lowercase(),
+        "index_build_seconds": index_build_seconds,
+        "chunks_per_second_with_index": chunks as f64 / (wall + index_build_seconds.unwrap_or(0.0)),
         "latency_ms": { "p50": percentile(&latencies, 0.50), "p95": percentile(&latencies, 0.95), "p99": percentile(&latencies, 0.99) },
         "peak_rss_mb_per_worker": rss.iter().copied().fold(0.0, f64::max),
         "peak_rss_mb_total": rss.iter().sum::<f64>(),
         "cpu_seconds": cpu,
         "cpu_seconds_per_1000_chunks": cpu / chunks as f64 * 1000.0,
         "embedding_requests": stats.requests,
+        "embedding_429s": stats.throttled_429,
+        "embedder_peak_in_flight": stats.max_in_flight,
+        // The adaptive limit where the run left it (the pool size when fixed).
+        "concurrency_limit_first_worker": scraped
+            .lines()
+            .find_map(|l| l.strip_prefix("quern_embedding_concurrency_limit "))
+            .and_then(|v| v.trim().parse::<f64>().ok()),
         "mean_inputs_per_request": if stats.requests > 0 { stats.inputs as f64 / stats.requests as f64 } else { 0.0 },
         "efficiency": bound.map(|b| chunks_per_second / b),
         "bound_chunks_per_second": bound,
@@ -338,6 +397,10 @@ fn print_table(name: &str, r: &Value) {
     println!("\n{name}");
     println!("  documents/s                 {}", f("documents_per_second"));
     println!("  chunks/s                    {}", f("chunks_per_second"));
+    if !r["index_build_seconds"].is_null() {
+        println!("  index built after (s)       {}", f("index_build_seconds"));
+        println!("  chunks/s incl. index build  {}", f("chunks_per_second_with_index"));
+    }
     println!(
         "  latency p50/p95/p99 (ms)    {:.0} / {:.0} / {:.0}",
         r["latency_ms"]["p50"].as_f64().unwrap_or(f64::NAN),
@@ -347,6 +410,10 @@ fn print_table(name: &str, r: &Value) {
     println!("  peak RSS per worker (MB)    {}", f("peak_rss_mb_per_worker"));
     println!("  CPU s per 1000 chunks       {}", f("cpu_seconds_per_1000_chunks"));
     println!("  embedding requests          {}", r["embedding_requests"]);
+    if !r["embedding_429s"].is_null() {
+        println!("  embedder 429s               {}", r["embedding_429s"]);
+        println!("  concurrency limit at end    {}", r["concurrency_limit_first_worker"]);
+    }
     println!("  mean inputs per request     {}", f("mean_inputs_per_request"));
     println!("  efficiency vs bound         {}", f("efficiency"));
     println!("  mean write transaction (s)  {}", f("mean_write_transaction_seconds"));

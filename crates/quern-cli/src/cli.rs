@@ -78,6 +78,15 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::commands::dlq::DlqCommand,
     },
+    /// The HNSW vector index: drop it before a large backfill (ingestion is several times faster), create it after.
+    ///
+    /// One build over the loaded rows is far cheaper than updating the index row by row. Search keeps working
+    /// without the index, by an exact scan (slower on large tables). Drop and create run CONCURRENTLY: workers and
+    /// searches carry on.
+    Index {
+        #[command(subcommand)]
+        command: crate::commands::index::IndexCommand,
+    },
 }
 
 #[derive(Debug, Args)]

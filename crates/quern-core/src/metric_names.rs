@@ -26,8 +26,12 @@ pub const EMBEDDING_REQUEST_INPUTS: &str = "quern_embedding_request_inputs";
 pub const EMBEDDING_PERMITS_IN_USE: &str = "quern_embedding_permits_in_use";
 /// Gauge: size of the embedding pool (the most requests in flight at once).
 pub const EMBEDDING_PERMITS: &str = "quern_embedding_permits";
+/// Gauge: embedding requests allowed in flight now: the adaptive limit, or the pool size when it is fixed.
+pub const EMBEDDING_CONCURRENCY_LIMIT: &str = "quern_embedding_concurrency_limit";
 /// Histogram, label `op` (`upsert`, `unchanged`, `delete`): duration of the write transaction.
 pub const DB_WRITE_SECONDS: &str = "quern_db_write_duration_seconds";
+/// Histogram: jobs whose writes shared one transaction (group commit).
+pub const DB_WRITE_GROUP_JOBS: &str = "quern_db_write_group_jobs";
 /// Gauge, label `queue` (`ingest`, `dead`, `retry.<delay>`): messages ready, polled from the broker.
 pub const QUEUE_MESSAGES: &str = "quern_queue_messages";
 /// Counter: broker sessions rebuilt after a failure.

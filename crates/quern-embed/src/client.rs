@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::wire::{EmbeddingRequestRef, EmbeddingResponse};
+use crate::wire::{EmbeddingRequestRef, EmbeddingResponse, VectorEncoding};
 use crate::EmbedError;
 
 /// How to reach the embedding API.
@@ -24,6 +24,8 @@ pub struct EmbeddingClientConfig {
     pub request_timeout: Duration,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
+    /// How vectors are asked to come back.
+    pub encoding: VectorEncoding,
 }
 
 /// The HTTP client for one embedding endpoint.
@@ -34,6 +36,7 @@ pub struct EmbeddingClient {
     model: String,
     dimension: usize,
     request_timeout: Duration,
+    encoding: VectorEncoding,
 }
 
 /// Longest provider error message kept; some answer with whole HTML pages.
@@ -61,6 +64,7 @@ impl EmbeddingClient {
             model: config.model.clone(),
             dimension: config.dimension,
             request_timeout: config.request_timeout,
+            encoding: config.encoding,
         })
     }
 
@@ -81,7 +85,8 @@ impl EmbeddingClient {
 
     /// Embeds `inputs` in one request; the vectors come back in input order.
     pub async fn embed_batch(&self, inputs: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let request = EmbeddingRequestRef { model: &self.model, input: inputs, encoding_format: "float" };
+        let request =
+            EmbeddingRequestRef { model: &self.model, input: inputs, encoding_format: self.encoding.as_str() };
         let response =
             self.http.post(&self.endpoint).json(&request).send().await.map_err(|e| self.transport_error(e))?;
         let status = response.status();

@@ -7,15 +7,22 @@
 //! use, chunks pile up and the next request leaves full. Each vector goes back to the job that sent its chunk;
 //! a failed request (after its retries) fails only the chunks it carried, and a request refused for its content
 //! is split until the refused chunk stands alone, so no job fails for a neighbour's chunk.
+//!
+//! Two optional controls: an adaptive limit on requests in flight (`limit.rs`, applied by `permits.rs`), fed
+//! by every attempt's answer, retries included; and per-minute request and token budgets (`budget.rs`) that
+//! the dispatcher waits on before a request leaves.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use quern_core::metric_names;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::budget::Budget;
+use crate::limit::AttemptOutcome;
+use crate::permits::{Permit, Permits};
 use crate::retry::{retry_transient, RetryPolicy};
 use crate::{EmbedError, EmbeddingClient};
 
@@ -24,8 +31,15 @@ use crate::{EmbedError, EmbeddingClient};
 pub struct PoolConfig {
     /// Most inputs per request.
     pub batch_size: usize,
-    /// Requests in flight at once across every job of the process.
+    /// Requests in flight at once across every job of the process (the most, when `adaptive_concurrency`).
     pub max_in_flight: usize,
+    /// Let the number of requests in flight adapt between 1 and `max_in_flight` to the provider's answers
+    /// (see `limit.rs`); otherwise it is `max_in_flight`.
+    pub adaptive_concurrency: bool,
+    /// Most requests a minute this process sends (`None`: unlimited); retries are not charged.
+    pub max_requests_per_minute: Option<u64>,
+    /// Most estimated tokens a minute this process sends (`None`: unlimited); retries are not charged.
+    pub max_tokens_per_minute: Option<u64>,
     /// How long a request that is not full waits for more chunks before it leaves.
     pub linger: Duration,
     /// Most estimated tokens per request (a chunk larger than this still goes, alone).
@@ -56,16 +70,16 @@ impl std::fmt::Debug for Pending {
 }
 
 impl EmbeddingPool {
-    /// A pool with `config.max_in_flight` permits. Starts the dispatcher task, so call it inside a Tokio runtime;
-    /// the task ends when the last clone of the pool is dropped.
+    /// A pool with `config.max_in_flight` permits (or an adaptive limit up to it). Starts the dispatcher task, so
+    /// call it inside a Tokio runtime; the task ends when the last clone of the pool is dropped.
     pub fn new(client: EmbeddingClient, config: PoolConfig) -> EmbeddingPool {
         let config =
             PoolConfig { batch_size: config.batch_size.max(1), max_in_flight: config.max_in_flight.max(1), ..config };
-        let permits = Arc::new(Semaphore::new(config.max_in_flight));
+        let permits = Permits::new(config.max_in_flight, config.adaptive_concurrency);
+        let budget = Budget::new(config.max_requests_per_minute, config.max_tokens_per_minute);
         // Unbounded: what waits here is bounded by the jobs in flight (prefetch × chunks per job).
         let (queue, waiting) = mpsc::unbounded_channel();
-        tokio::spawn(dispatch(waiting, client.clone(), permits, config));
-        metrics::gauge!(metric_names::EMBEDDING_PERMITS).set(config.max_in_flight as f64);
+        tokio::spawn(dispatch(waiting, client.clone(), permits, budget, config));
         EmbeddingPool { client, queue }
     }
 
@@ -94,11 +108,12 @@ impl EmbeddingPool {
     }
 }
 
-/// Packs waiting chunks into requests, one permit per request.
+/// Packs waiting chunks into requests, one permit per request, each sent once the budget allows.
 async fn dispatch(
     mut waiting: mpsc::UnboundedReceiver<Pending>,
     client: EmbeddingClient,
-    permits: Arc<Semaphore>,
+    permits: Arc<Permits>,
+    mut budget: Option<Budget>,
     config: PoolConfig,
 ) {
     let tokens = |pending: &Pending| estimated_tokens(&pending.text, config.chars_per_token);
@@ -113,7 +128,7 @@ async fn dispatch(
             },
         };
         // Waiting for a permit is what fills batches under load: chunks queue up meanwhile.
-        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let Ok(permit) = permits.acquire().await else { return };
         let mut batch_tokens = tokens(&first);
         let mut batch = vec![first];
         let deadline = Instant::now() + config.linger;
@@ -136,6 +151,10 @@ async fn dispatch(
             batch_tokens += tokens(&next);
             batch.push(next);
         }
+        // Waiting here holds the dispatcher, so the budget paces every request; chunks keep queueing meanwhile.
+        if let Some(budget) = &mut budget {
+            budget.admit(batch_tokens).await;
+        }
         tokio::spawn(send(client.clone(), batch, permit, permits.clone(), config));
     }
 }
@@ -146,23 +165,43 @@ fn estimated_tokens(text: &str, chars_per_token: f64) -> usize {
 }
 
 /// Sends one request (with its retries) and hands each vector, or its error, to its chunk's job.
-async fn send(
-    client: EmbeddingClient,
-    batch: Vec<Pending>,
-    permit: OwnedSemaphorePermit,
-    permits: Arc<Semaphore>,
-    config: PoolConfig,
-) {
-    let in_use = |permits: &Semaphore| (config.max_in_flight - permits.available_permits()) as f64;
-    metrics::gauge!(metric_names::EMBEDDING_PERMITS_IN_USE).set(in_use(&permits));
+async fn send(client: EmbeddingClient, batch: Vec<Pending>, permit: Permit, permits: Arc<Permits>, config: PoolConfig) {
     let texts: Vec<&str> = batch.iter().map(|p| &*p.text).collect();
-    let answers = embed_isolating(&client, &texts, &config.retry).await;
+    let place = Place { permits, held: Mutex::new(Some(permit)) };
+    let answers = embed_isolating(&client, &texts, &config.retry, &place).await;
     drop(texts);
-    drop(permit);
-    metrics::gauge!(metric_names::EMBEDDING_PERMITS_IN_USE).set(in_use(&permits));
+    drop(place);
     for (pending, answer) in batch.into_iter().zip(answers) {
         // A job that gave up (its task ended) no longer listens: nothing to do.
         let _ = pending.reply.send(answer);
+    }
+}
+
+/// A request's place in the pool. With a fixed pool the request keeps its permit from dispatch to its last
+/// answer, retries included. With the adaptive limit it holds one per attempt: a request waiting to retry (a
+/// 429's `Retry-After`) is not at the provider, and if it kept its permit the limit would count it in flight,
+/// so after a cut the waiting retries would crowd out live requests and, once the limit had grown back, land
+/// on a provider already full.
+struct Place {
+    permits: Arc<Permits>,
+    held: Mutex<Option<Permit>>,
+}
+
+impl Place {
+    /// The permit for the next attempt: the one already held, or a new one.
+    async fn take(&self) -> Option<Permit> {
+        let held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        match held {
+            Some(permit) => Some(permit),
+            None => self.permits.acquire().await.ok(),
+        }
+    }
+
+    /// Keeps the permit after an attempt, unless the attempt failed and the limit adapts.
+    fn keep(&self, permit: Option<Permit>, failed: bool) {
+        if !(failed && self.permits.is_adaptive()) {
+            *self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = permit;
+        }
     }
 }
 
@@ -174,14 +213,15 @@ fn embed_isolating<'a>(
     client: &'a EmbeddingClient,
     texts: &'a [&'a str],
     retry: &'a RetryPolicy,
+    place: &'a Place,
 ) -> BoxFuture<'a, Vec<Result<Vec<f32>, EmbedError>>> {
     Box::pin(async move {
-        match request(client, texts, retry).await {
+        match request(client, texts, retry, place).await {
             Ok(vectors) => vectors.into_iter().map(Ok).collect(),
             Err(EmbedError::Status { status: 400 | 413 | 422, .. }) if texts.len() > 1 => {
                 let (left, right) = texts.split_at(texts.len() / 2);
-                let mut answers = embed_isolating(client, left, retry).await;
-                answers.extend(embed_isolating(client, right, retry).await);
+                let mut answers = embed_isolating(client, left, retry, place).await;
+                answers.extend(embed_isolating(client, right, retry, place).await);
                 answers
             }
             Err(error) => texts.iter().map(|_| Err(error.clone())).collect(),
@@ -189,9 +229,16 @@ fn embed_isolating<'a>(
     })
 }
 
-/// One request with its transient retries, recorded in the request metrics.
-async fn request(client: &EmbeddingClient, texts: &[&str], retry: &RetryPolicy) -> Result<Vec<Vec<f32>>, EmbedError> {
+/// One request with its transient retries, recorded in the request metrics; every attempt's answer also goes
+/// to the adaptive limit, so throttled retries count as much as first tries.
+async fn request(
+    client: &EmbeddingClient,
+    texts: &[&str],
+    retry: &RetryPolicy,
+    place: &Place,
+) -> Result<Vec<Vec<f32>>, EmbedError> {
     retry_transient(retry, || async {
+        let permit = place.take().await;
         let started = Instant::now();
         let answer = client.embed_batch(texts).await;
         let outcome = match &answer {
@@ -205,7 +252,19 @@ async fn request(client: &EmbeddingClient, texts: &[&str], retry: &RetryPolicy) 
         metrics::histogram!(metric_names::EMBEDDING_REQUEST_SECONDS, "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!(metric_names::EMBEDDING_REQUEST_INPUTS).record(texts.len() as f64);
+        place.permits.observe(started, load_signal(&answer));
+        place.keep(permit, answer.is_err());
         answer
     })
     .await
+}
+
+/// What an answer says about the provider's load: 429, 503, 504 and timeouts mean it is past its capacity
+/// (504 is a gateway's timeout); other failures do not.
+fn load_signal<T>(answer: &Result<T, EmbedError>) -> AttemptOutcome {
+    match answer {
+        Ok(_) => AttemptOutcome::Answered,
+        Err(EmbedError::Status { status: 429 | 503 | 504, .. } | EmbedError::Timeout(_)) => AttemptOutcome::Overloaded,
+        Err(_) => AttemptOutcome::Other,
+    }
 }

@@ -10,7 +10,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use quern_embed::wire::{EmbeddingRequest, EmbeddingUsage};
+use quern_embed::wire::{encode_base64, EmbeddingRequest, EmbeddingUsage};
 use rand::Rng;
 use serde::ser::SerializeSeq;
 use serde::{Serialize, Serializer};
@@ -83,6 +83,14 @@ async fn embeddings(State(state): State<Arc<AppState>>, body: Result<Bytes, Byte
     // The raw bytes are no longer needed; free them before the (possibly long) delay.
     drop(body);
     let model = request.model;
+    let base64 = match request.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            stats.rejected_400();
+            return invalid_request(&format!("'encoding_format' must be 'float' or 'base64', not '{other}'."));
+        }
+    };
     let texts = request.input.into_vec();
     if texts.is_empty() {
         stats.rejected_400();
@@ -144,9 +152,9 @@ async fn embeddings(State(state): State<Arc<AppState>>, body: Result<Bytes, Byte
     let dim = config.dim;
     let text_bytes: usize = texts.iter().map(String::len).sum();
     let rendered = if text_bytes <= INLINE_TEXT_BYTES {
-        render(&texts, dim, &model)
+        render(&texts, dim, &model, base64)
     } else {
-        match tokio::task::spawn_blocking(move || render(&texts, dim, &model)).await {
+        match tokio::task::spawn_blocking(move || render(&texts, dim, &model, base64)).await {
             Ok(rendered) => rendered,
             Err(err) => Err(format!("embedding task failed: {err}")),
         }
@@ -166,7 +174,7 @@ async fn embeddings(State(state): State<Arc<AppState>>, body: Result<Bytes, Byte
 
 /// Embeds the batch into one flat buffer and serialises the OpenAI response body from it,
 /// so a batch costs two allocations (vectors, output bytes) beyond the parsed request.
-fn render(texts: &[String], dim: usize, model: &str) -> Result<Vec<u8>, String> {
+fn render(texts: &[String], dim: usize, model: &str, base64: bool) -> Result<Vec<u8>, String> {
     let mut vectors = vec![0.0f32; texts.len() * dim];
     let mut tokens = 0u64;
     for (text, out) in texts.iter().zip(vectors.chunks_exact_mut(dim)) {
@@ -174,7 +182,7 @@ fn render(texts: &[String], dim: usize, model: &str) -> Result<Vec<u8>, String> 
     }
     let response = ResponseBody {
         object: "list",
-        data: DataList { vectors: &vectors, dim },
+        data: DataList { vectors: &vectors, dim, base64 },
         model,
         usage: EmbeddingUsage { prompt_tokens: tokens, total_tokens: tokens },
     };
@@ -198,19 +206,30 @@ struct ResponseBody<'a> {
 struct DataList<'a> {
     vectors: &'a [f32],
     dim: usize,
+    /// `encoding_format: "base64"`: each vector as base64 of its little-endian bytes, as OpenAI sends it.
+    base64: bool,
 }
 
 #[derive(Serialize)]
 struct DataEntry<'a> {
     object: &'static str,
     index: usize,
-    embedding: &'a [f32],
+    embedding: Embedding<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Embedding<'a> {
+    Numbers(&'a [f32]),
+    Base64(String),
 }
 
 impl Serialize for DataList<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut seq = serializer.serialize_seq(Some(self.vectors.len() / self.dim))?;
         for (index, embedding) in self.vectors.chunks_exact(self.dim).enumerate() {
+            let embedding =
+                if self.base64 { Embedding::Base64(encode_base64(embedding)) } else { Embedding::Numbers(embedding) };
             seq.serialize_element(&DataEntry { object: "embedding", index, embedding })?;
         }
         seq.end()

@@ -54,6 +54,28 @@ async fn answers_a_batch_in_order() {
 }
 
 #[tokio::test]
+async fn answers_base64_when_asked_and_refuses_an_unknown_encoding() {
+    let (server, client) = start(FakeEmbedderConfig { dim: 16, ..Default::default() }).await;
+    let texts = ["alpha beta", "gamma"];
+    let body = json!({"model": "m", "input": texts, "encoding_format": "base64"});
+    let raw: Value = post(&client, &server, &body).await.json().await.unwrap();
+    assert!(raw["data"][0]["embedding"].is_string(), "{raw}");
+    let parsed: EmbeddingResponse = serde_json::from_value(raw).unwrap();
+    for (data, text) in parsed.data.iter().zip(texts) {
+        assert_eq!(data.embedding, embed_text(text, 16), "vector of {text:?} survives base64 exactly");
+    }
+    let floats: Value = post(&client, &server, &json!({"model": "m", "input": texts, "encoding_format": "float"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(floats["data"][0]["embedding"].is_array(), "{floats}");
+    let unknown = post(&client, &server, &json!({"model": "m", "input": texts, "encoding_format": "hex"})).await;
+    assert_eq!(unknown.status(), 400);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn rejects_invalid_requests_with_400() {
     let config = FakeEmbedderConfig { max_batch: 2, ..Default::default() };
     let (server, client) = start(config).await;

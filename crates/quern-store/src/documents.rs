@@ -1,14 +1,16 @@
-//! Writing documents. Each write is one transaction under a per-document lock that (1) checks the job is not
+//! Writing documents. A write is one transaction under a per-document lock that (1) checks the job is not
 //! older than the document's current version, (2) replaces the chunks as a whole, and (3) records the job's
 //! success, so a reader never sees old and new chunks mixed, a job is `succeeded` only if its rows are, and
-//! of two jobs racing for one document the later one's state is what remains.
+//! of two jobs racing for one document the later one's state is what remains. The writes of several jobs
+//! (to different documents) can share one transaction and its set-based statements: see
+//! [`Store::commit_documents`] and [`crate::GroupCommitter`].
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use pgvector::Vector;
-use quern_core::Job;
+use quern_core::{Job, JobOp};
 use serde_json::Value;
 
 use crate::{Store, StoreError};
@@ -128,41 +130,8 @@ impl Store {
         write: &DocumentWrite<'_>,
         chunks: &[ChunkRow],
     ) -> Result<WriteResult, StoreError> {
-        self.timed("commit upsert", async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(StoreError::db("begin"))?;
-            let job = write.job;
-            if !claim_version(&tx, job, write.version, false).await? {
-                mark_succeeded(&tx, job, None).await?;
-                tx.commit().await.map_err(StoreError::db("commit"))?;
-                return Ok(WriteResult::Superseded);
-            }
-            let chunk_count = i32::try_from(chunks.len()).unwrap_or(i32::MAX);
-            upsert_document(&tx, write, chunk_count).await?;
-            delete_chunks(&tx, job).await?;
-            if !chunks.is_empty() {
-                let indices: Vec<i32> = (0..chunk_count).collect();
-                let contents: Vec<&str> = chunks.iter().map(|c| c.content.as_str()).collect();
-                let hashes: Vec<&str> = chunks.iter().map(|c| c.content_sha256.as_str()).collect();
-                let embeddings: Vec<&Vector> = chunks.iter().map(|c| &c.embedding).collect();
-                // One statement for all chunks: arrays unnested server-side, not one round trip per row.
-                let insert = tx
-                    .prepare_cached(
-                        "INSERT INTO quern_chunks (collection, document_id, chunk_index, content, content_sha256, embedding)
-                         SELECT $1, $2, t.i, t.c, t.h, t.e
-                         FROM unnest($3::int4[], $4::text[], $5::text[], $6::vector[]) AS t(i, c, h, e)",
-                    )
-                    .await
-                    .map_err(StoreError::db("prepare chunk insert"))?;
-                tx.execute(&insert, &[&job.collection, &job.document_id, &indices, &contents, &hashes, &embeddings])
-                    .await
-                    .map_err(StoreError::db("insert chunks"))?;
-            }
-            mark_succeeded(&tx, job, Some(chunk_count)).await?;
-            tx.commit().await.map_err(StoreError::db("commit"))?;
-            Ok(WriteResult::Applied)
-        })
-        .await
+        let change = DocumentChange::Replace { document: DocumentState::of(write), chunks: chunks.to_vec() };
+        self.commit_one(DocumentCommit::new(write.job, write.version, change)).await
     }
 
     /// Records a re-ingest whose text, model and chunking are unchanged: the chunks stay, the metadata and
@@ -172,88 +141,224 @@ impl Store {
         write: &DocumentWrite<'_>,
         chunk_count: usize,
     ) -> Result<WriteResult, StoreError> {
-        self.timed("commit unchanged", async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(StoreError::db("begin"))?;
-            let job = write.job;
-            let chunk_count = i32::try_from(chunk_count).unwrap_or(i32::MAX);
-            let result = if claim_version(&tx, job, write.version, false).await? {
-                upsert_document(&tx, write, chunk_count).await?;
-                WriteResult::Applied
-            } else {
-                WriteResult::Superseded
-            };
-            mark_succeeded(&tx, job, (result == WriteResult::Applied).then_some(chunk_count)).await?;
-            tx.commit().await.map_err(StoreError::db("commit"))?;
-            Ok(result)
-        })
-        .await
+        let change = DocumentChange::Keep { document: DocumentState::of(write), chunk_count };
+        self.commit_one(DocumentCommit::new(write.job, write.version, change)).await
     }
 
     /// Removes the document and its chunks (leaving a tombstone version) and records the job as succeeded,
     /// atomically. Deleting a document that does not exist succeeds: the end state is what was asked for.
     pub async fn commit_delete(&self, job: &Job, version: JobVersion) -> Result<WriteResult, StoreError> {
-        self.timed("commit delete", async {
+        self.commit_one(DocumentCommit::new(job, version, DocumentChange::Delete)).await
+    }
+
+    async fn commit_one(&self, commit: DocumentCommit) -> Result<WriteResult, StoreError> {
+        let mut results = self.commit_documents(std::slice::from_ref(&commit)).await?;
+        Ok(results.pop().expect("one result per commit"))
+    }
+
+    /// Commits the writes of several jobs in one transaction, each to a different document, and returns what
+    /// each did (in order). A handful of set-based statements serve the whole group: one lock statement, one
+    /// version claim, one document upsert, one chunk delete, one chunk insert, one job update; per-job work
+    /// would cost a transaction, its commit flush and about eight round trips for every job.
+    ///
+    /// Every document of the group is locked first, in one order shared by every worker so two groups
+    /// cannot deadlock; each later statement takes its own snapshot after the locks are held (READ
+    /// COMMITTED), so it sees the writes of any transaction that held a lock before.
+    ///
+    /// Two writes to one document in one group are refused (the version claim could not order them): the
+    /// caller, [`crate::GroupCommitter`], never groups them.
+    pub async fn commit_documents(&self, commits: &[DocumentCommit]) -> Result<Vec<WriteResult>, StoreError> {
+        let mut keys = std::collections::HashSet::new();
+        if let Some(twice) = commits.iter().find(|c| !keys.insert((&c.collection, &c.document_id))) {
+            return Err(StoreError::Config(format!(
+                "two writes to document {}/{} in one transaction",
+                twice.collection, twice.document_id
+            )));
+        }
+        if commits.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.timed("commit documents", async {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(StoreError::db("begin"))?;
-            let result = if claim_version(&tx, job, version, true).await? {
-                delete_chunks(&tx, job).await?;
-                tx.execute(
-                    "DELETE FROM quern_documents WHERE collection = $1 AND document_id = $2",
-                    &[&job.collection, &job.document_id],
-                )
-                .await
-                .map_err(StoreError::db("delete document"))?;
-                WriteResult::Applied
-            } else {
-                WriteResult::Superseded
-            };
-            mark_succeeded(&tx, job, Some(0)).await?;
+            let claimed = claim_versions(&tx, commits).await?;
+            let applied: Vec<&DocumentCommit> =
+                commits.iter().zip(&claimed).filter(|(_, claimed)| **claimed).map(|(c, _)| c).collect();
+            upsert_documents(&tx, &applied).await?;
+            delete_chunks(&tx, &applied).await?;
+            delete_documents(&tx, &applied).await?;
+            insert_chunks(&tx, &applied).await?;
+            mark_succeeded(&tx, commits, &claimed).await?;
             tx.commit().await.map_err(StoreError::db("commit"))?;
-            Ok(result)
+            Ok(claimed
+                .into_iter()
+                .map(|claimed| if claimed { WriteResult::Applied } else { WriteResult::Superseded })
+                .collect())
         })
         .await
     }
 }
 
-/// Locks the document until commit and moves its head to this job's version, unless the head is already
-/// later. Returns whether the job may write. The advisory lock serialises writers of one document even
-/// before its head row exists.
-async fn claim_version(
-    tx: &Transaction<'_>,
-    job: &Job,
-    version: JobVersion,
-    deleted: bool,
-) -> Result<bool, StoreError> {
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2, 0))",
-        &[&job.collection, &job.document_id],
-    )
-    .await
-    .map_err(StoreError::db("lock document"))?;
-    let claimed = tx
-        .execute(
+/// One job's write to its document, owned so it can wait in a [`crate::GroupCommitter`] for a transaction.
+#[derive(Debug, Clone)]
+pub struct DocumentCommit {
+    /// The job writing.
+    pub job_id: uuid::Uuid,
+    /// Its document's collection.
+    pub collection: String,
+    /// Its document.
+    pub document_id: String,
+    /// Its place in the document's order of writes.
+    pub version: JobVersion,
+    /// What it changes.
+    pub change: DocumentChange,
+}
+
+impl DocumentCommit {
+    /// The write of `job` at `version`.
+    pub fn new(job: &Job, version: JobVersion, change: DocumentChange) -> DocumentCommit {
+        DocumentCommit {
+            job_id: job.job_id,
+            collection: job.collection.clone(),
+            document_id: job.document_id.clone(),
+            version,
+            change,
+        }
+    }
+
+    /// Chunk rows it inserts: what a group is bounded by.
+    pub fn rows(&self) -> usize {
+        match &self.change {
+            DocumentChange::Replace { chunks, .. } => chunks.len(),
+            DocumentChange::Keep { .. } | DocumentChange::Delete => 0,
+        }
+    }
+
+    fn op(&self) -> &'static str {
+        match self.change {
+            DocumentChange::Delete => JobOp::Delete.as_str(),
+            DocumentChange::Replace { .. } | DocumentChange::Keep { .. } => JobOp::Upsert.as_str(),
+        }
+    }
+
+    fn document(&self) -> Option<(&DocumentState, usize)> {
+        match &self.change {
+            DocumentChange::Replace { document, chunks } => Some((document, chunks.len())),
+            DocumentChange::Keep { document, chunk_count } => Some((document, *chunk_count)),
+            DocumentChange::Delete => None,
+        }
+    }
+}
+
+/// What a write does to its document.
+#[derive(Debug, Clone)]
+pub enum DocumentChange {
+    /// New text: the chunks are replaced as a whole.
+    Replace {
+        /// The document's new facts.
+        document: DocumentState,
+        /// Its chunks, in order.
+        chunks: Vec<ChunkRow>,
+    },
+    /// Same text, model and chunking: the chunks stay, the facts and version move on.
+    Keep {
+        /// The document's new facts.
+        document: DocumentState,
+        /// How many chunks it has (recorded on the job).
+        chunk_count: usize,
+    },
+    /// The document and its chunks go; its version stays as a tombstone.
+    Delete,
+}
+
+/// What is stored about a document besides its chunks.
+#[derive(Debug, Clone)]
+pub struct DocumentState {
+    /// SHA-256 of the whole text.
+    pub content_sha256: String,
+    /// Model that made the vectors.
+    pub embedding_model: String,
+    /// How the text was cut.
+    pub chunking: String,
+    /// The job's metadata.
+    pub metadata: Option<Value>,
+}
+
+impl DocumentState {
+    /// The facts a [`DocumentWrite`] stores.
+    pub fn of(write: &DocumentWrite<'_>) -> DocumentState {
+        DocumentState {
+            content_sha256: write.content_sha256.to_owned(),
+            embedding_model: write.embedding_model.to_owned(),
+            chunking: write.chunking.to_owned(),
+            metadata: write.job.metadata.clone().map(Value::Object),
+        }
+    }
+}
+
+fn count_i32(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// Locks every document of the group until commit, in one global order (by lock key), then moves each head to
+/// its job's version unless the head is already later. Returns, per commit, whether the job may write. The
+/// advisory lock serialises writers of one document even before its head row exists.
+async fn claim_versions(tx: &Transaction<'_>, commits: &[DocumentCommit]) -> Result<Vec<bool>, StoreError> {
+    let collections: Vec<&str> = commits.iter().map(|c| c.collection.as_str()).collect();
+    let documents: Vec<&str> = commits.iter().map(|c| c.document_id.as_str()).collect();
+    let lock = tx
+        .prepare_cached(
+            "SELECT pg_advisory_xact_lock(key)
+             FROM (SELECT DISTINCT hashtextextended(c || chr(31) || d, 0) AS key
+                   FROM unnest($1::text[], $2::text[]) AS t(c, d) ORDER BY 1) AS keys",
+        )
+        .await
+        .map_err(StoreError::db("prepare document locks"))?;
+    tx.execute(&lock, &[&collections, &documents]).await.map_err(StoreError::db("lock documents"))?;
+    let at: Vec<DateTime<Utc>> = commits.iter().map(|c| c.version.at).collect();
+    let job_ids: Vec<uuid::Uuid> = commits.iter().map(|c| c.version.job_id).collect();
+    let deleted: Vec<bool> = commits.iter().map(|c| matches!(c.change, DocumentChange::Delete)).collect();
+    let claim = tx
+        .prepare_cached(
             "INSERT INTO quern_document_heads (collection, document_id, version_at, version_job_id, deleted)
-             VALUES ($1, $2, $3, $4, $5)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[], $5::bool[])
              ON CONFLICT (collection, document_id) DO UPDATE SET
                  version_at = EXCLUDED.version_at, version_job_id = EXCLUDED.version_job_id, deleted = EXCLUDED.deleted
              WHERE (quern_document_heads.version_at, quern_document_heads.version_job_id)
-                <= (EXCLUDED.version_at, EXCLUDED.version_job_id)",
-            &[&job.collection, &job.document_id, &version.at, &version.job_id, &deleted],
+                <= (EXCLUDED.version_at, EXCLUDED.version_job_id)
+             RETURNING collection, document_id",
         )
         .await
-        .map_err(StoreError::db("claim document version"))?;
-    Ok(claimed == 1)
+        .map_err(StoreError::db("prepare version claim"))?;
+    let rows = tx
+        .query(&claim, &[&collections, &documents, &at, &job_ids, &deleted])
+        .await
+        .map_err(StoreError::db("claim document versions"))?;
+    let won: std::collections::HashSet<(String, String)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    Ok(commits.iter().map(|c| won.contains(&(c.collection.clone(), c.document_id.clone()))).collect())
 }
 
-async fn upsert_document(tx: &Transaction<'_>, write: &DocumentWrite<'_>, chunk_count: i32) -> Result<(), StoreError> {
-    let job = write.job;
-    let metadata = job.metadata.clone().map(Value::Object);
+async fn upsert_documents(tx: &Transaction<'_>, applied: &[&DocumentCommit]) -> Result<(), StoreError> {
+    let kept: Vec<(&DocumentCommit, &DocumentState, usize)> =
+        applied.iter().filter_map(|c| c.document().map(|(state, count)| (*c, state, count))).collect();
+    if kept.is_empty() {
+        return Ok(());
+    }
+    let collections: Vec<&str> = kept.iter().map(|(c, _, _)| c.collection.as_str()).collect();
+    let documents: Vec<&str> = kept.iter().map(|(c, _, _)| c.document_id.as_str()).collect();
+    let hashes: Vec<&str> = kept.iter().map(|(_, s, _)| s.content_sha256.as_str()).collect();
+    let counts: Vec<i32> = kept.iter().map(|(_, _, n)| count_i32(*n)).collect();
+    let metadata: Vec<Option<&Value>> = kept.iter().map(|(_, s, _)| s.metadata.as_ref()).collect();
+    let models: Vec<&str> = kept.iter().map(|(_, s, _)| s.embedding_model.as_str()).collect();
+    let chunkings: Vec<&str> = kept.iter().map(|(_, s, _)| s.chunking.as_str()).collect();
+    let job_ids: Vec<uuid::Uuid> = kept.iter().map(|(c, _, _)| c.job_id).collect();
     let upsert = tx
         .prepare_cached(
             "INSERT INTO quern_documents
                  (collection, document_id, content_sha256, chunk_count, metadata, embedding_model, chunking, last_job_id, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
+             SELECT c, d, h, n, m, e, k, j, now()
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::jsonb[], $6::text[], $7::text[], $8::uuid[])
+                  AS t(c, d, h, n, m, e, k, j)
              ON CONFLICT (collection, document_id) DO UPDATE SET
                  content_sha256 = EXCLUDED.content_sha256, chunk_count = EXCLUDED.chunk_count,
                  metadata = EXCLUDED.metadata, embedding_model = EXCLUDED.embedding_model,
@@ -261,45 +366,116 @@ async fn upsert_document(tx: &Transaction<'_>, write: &DocumentWrite<'_>, chunk_
         )
         .await
         .map_err(StoreError::db("prepare document upsert"))?;
-    tx.execute(
-        &upsert,
-        &[
-            &job.collection,
-            &job.document_id,
-            &write.content_sha256,
-            &chunk_count,
-            &metadata,
-            &write.embedding_model,
-            &write.chunking,
-            &job.job_id,
-        ],
-    )
-    .await
-    .map_err(StoreError::db("upsert document"))?;
+    tx.execute(&upsert, &[&collections, &documents, &hashes, &counts, &metadata, &models, &chunkings, &job_ids])
+        .await
+        .map_err(StoreError::db("upsert documents"))?;
     Ok(())
 }
 
-async fn delete_chunks(tx: &Transaction<'_>, job: &Job) -> Result<(), StoreError> {
-    tx.execute(
-        "DELETE FROM quern_chunks WHERE collection = $1 AND document_id = $2",
-        &[&job.collection, &job.document_id],
-    )
-    .await
-    .map_err(StoreError::db("delete chunks"))?;
+/// Deletes the chunks of every replaced or deleted document (kept documents keep theirs).
+async fn delete_chunks(tx: &Transaction<'_>, applied: &[&DocumentCommit]) -> Result<(), StoreError> {
+    let replaced: Vec<&&DocumentCommit> =
+        applied.iter().filter(|c| !matches!(c.change, DocumentChange::Keep { .. })).collect();
+    if replaced.is_empty() {
+        return Ok(());
+    }
+    let collections: Vec<&str> = replaced.iter().map(|c| c.collection.as_str()).collect();
+    let documents: Vec<&str> = replaced.iter().map(|c| c.document_id.as_str()).collect();
+    let delete = tx
+        .prepare_cached(
+            "DELETE FROM quern_chunks AS chunk USING unnest($1::text[], $2::text[]) AS t(c, d)
+             WHERE chunk.collection = t.c AND chunk.document_id = t.d",
+        )
+        .await
+        .map_err(StoreError::db("prepare chunk delete"))?;
+    tx.execute(&delete, &[&collections, &documents]).await.map_err(StoreError::db("delete chunks"))?;
     Ok(())
 }
 
-/// `chunk_count` is `None` for a superseded job, which wrote no chunks of its own.
-async fn mark_succeeded(tx: &Transaction<'_>, job: &Job, chunk_count: Option<i32>) -> Result<(), StoreError> {
-    // An upsert, not an update: the job row may be missing if its `running` write was lost.
-    tx.execute(
-        "INSERT INTO quern_jobs (job_id, collection, document_id, op, status, attempts, chunk_count)
-         VALUES ($1, $2, $3, $4, 'succeeded', 1, $5)
-         ON CONFLICT (job_id) DO UPDATE SET status = 'succeeded', last_error = NULL,
-             chunk_count = EXCLUDED.chunk_count, updated_at = now()",
-        &[&job.job_id, &job.collection, &job.document_id, &job.op.as_str(), &chunk_count],
-    )
-    .await
-    .map_err(StoreError::db("mark job succeeded"))?;
+async fn delete_documents(tx: &Transaction<'_>, applied: &[&DocumentCommit]) -> Result<(), StoreError> {
+    let deleted: Vec<&&DocumentCommit> =
+        applied.iter().filter(|c| matches!(c.change, DocumentChange::Delete)).collect();
+    if deleted.is_empty() {
+        return Ok(());
+    }
+    let collections: Vec<&str> = deleted.iter().map(|c| c.collection.as_str()).collect();
+    let documents: Vec<&str> = deleted.iter().map(|c| c.document_id.as_str()).collect();
+    let delete = tx
+        .prepare_cached(
+            "DELETE FROM quern_documents AS doc USING unnest($1::text[], $2::text[]) AS t(c, d)
+             WHERE doc.collection = t.c AND doc.document_id = t.d",
+        )
+        .await
+        .map_err(StoreError::db("prepare document delete"))?;
+    tx.execute(&delete, &[&collections, &documents]).await.map_err(StoreError::db("delete documents"))?;
+    Ok(())
+}
+
+/// Inserts the chunks of every replaced document in one statement: arrays unnested server-side.
+async fn insert_chunks(tx: &Transaction<'_>, applied: &[&DocumentCommit]) -> Result<(), StoreError> {
+    let rows: usize = applied.iter().map(|c| c.rows()).sum();
+    if rows == 0 {
+        return Ok(());
+    }
+    let mut collections = Vec::with_capacity(rows);
+    let mut documents = Vec::with_capacity(rows);
+    let mut indices = Vec::with_capacity(rows);
+    let mut contents = Vec::with_capacity(rows);
+    let mut hashes = Vec::with_capacity(rows);
+    let mut embeddings = Vec::with_capacity(rows);
+    for commit in applied {
+        if let DocumentChange::Replace { chunks, .. } = &commit.change {
+            for (index, chunk) in chunks.iter().enumerate() {
+                collections.push(commit.collection.as_str());
+                documents.push(commit.document_id.as_str());
+                indices.push(count_i32(index));
+                contents.push(chunk.content.as_str());
+                hashes.push(chunk.content_sha256.as_str());
+                embeddings.push(&chunk.embedding);
+            }
+        }
+    }
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO quern_chunks (collection, document_id, chunk_index, content, content_sha256, embedding)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::vector[])",
+        )
+        .await
+        .map_err(StoreError::db("prepare chunk insert"))?;
+    tx.execute(&insert, &[&collections, &documents, &indices, &contents, &hashes, &embeddings])
+        .await
+        .map_err(StoreError::db("insert chunks"))?;
+    Ok(())
+}
+
+/// Records every job of the group as succeeded, with the chunks it wrote (none for a superseded job; 0 for a
+/// delete). An upsert, not an update: a job row may be missing if its `running` write was lost.
+async fn mark_succeeded(tx: &Transaction<'_>, commits: &[DocumentCommit], claimed: &[bool]) -> Result<(), StoreError> {
+    let job_ids: Vec<uuid::Uuid> = commits.iter().map(|c| c.job_id).collect();
+    let collections: Vec<&str> = commits.iter().map(|c| c.collection.as_str()).collect();
+    let documents: Vec<&str> = commits.iter().map(|c| c.document_id.as_str()).collect();
+    let ops: Vec<&str> = commits.iter().map(DocumentCommit::op).collect();
+    let counts: Vec<Option<i32>> = commits
+        .iter()
+        .zip(claimed)
+        .map(|(c, claimed)| match (&c.change, claimed) {
+            (DocumentChange::Delete, _) => Some(0),
+            (_, false) => None,
+            (_, true) => c.document().map(|(_, n)| count_i32(n)),
+        })
+        .collect();
+    let mark = tx
+        .prepare_cached(
+            "INSERT INTO quern_jobs (job_id, collection, document_id, op, status, attempts, chunk_count)
+             SELECT j, c, d, o, 'succeeded', 1, n FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int4[])
+                  AS t(j, c, d, o, n)
+             ON CONFLICT (job_id) DO UPDATE SET status = 'succeeded', last_error = NULL,
+                 chunk_count = EXCLUDED.chunk_count, updated_at = now()",
+        )
+        .await
+        .map_err(StoreError::db("prepare job success"))?;
+    tx.execute(&mark, &[&job_ids, &collections, &documents, &ops, &counts])
+        .await
+        .map_err(StoreError::db("mark jobs succeeded"))?;
     Ok(())
 }

@@ -30,6 +30,15 @@ pub enum StoreError {
         /// The driver's error.
         source: tokio_postgres::Error,
     },
+    /// The transaction this job's write shared with others failed for a reason that concerns them all (a lost
+    /// connection, a timeout, a restart): retrying later can help.
+    #[error("the write transaction shared by {jobs} jobs failed: {message}")]
+    GroupFailed {
+        /// Jobs in the transaction.
+        jobs: usize,
+        /// What went wrong.
+        message: String,
+    },
     /// The schema's vector column has another dimension than the configured one.
     #[error(
         "quern_chunks.embedding has dimension {existing} but the embedding dimension is configured as {configured}"
@@ -54,7 +63,7 @@ impl StoreError {
     /// Whether retrying (on a fresh connection) can help.
     pub fn class(&self) -> ErrorClass {
         match self {
-            StoreError::Pool(_) | StoreError::Timeout { .. } => ErrorClass::Transient,
+            StoreError::Pool(_) | StoreError::Timeout { .. } | StoreError::GroupFailed { .. } => ErrorClass::Transient,
             StoreError::Db { source, .. } => classify_db(source),
             StoreError::Config(_) | StoreError::DimensionMismatch { .. } | StoreError::MigrationChanged { .. } => {
                 ErrorClass::Permanent

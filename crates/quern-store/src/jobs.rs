@@ -99,6 +99,11 @@ pub struct FinishedCounts {
 
 impl Store {
     /// Records that an attempt starts, unless the job already succeeded.
+    ///
+    /// Committed without waiting for the WAL flush (`synchronous_commit` off for this one statement's
+    /// transaction): a `running` row lost to a database crash costs nothing, since the job's success is
+    /// upserted with its rows and the broker's attempt header, not this count, decides retries. Waiting for a
+    /// flush here would cost every job a second commit flush besides its write's.
     pub async fn start_attempt(
         &self,
         job_id: Uuid,
@@ -111,7 +116,8 @@ impl Store {
             let statement = client
                 .prepare_cached(
                     "INSERT INTO quern_jobs (job_id, collection, document_id, op, status, attempts)
-                     VALUES ($1, $2, $3, $4, 'running', 1)
+                     SELECT $1, $2, $3, $4, 'running', 1
+                     FROM (SELECT set_config('synchronous_commit', 'off', true)) AS flush_not_awaited
                      ON CONFLICT (job_id) DO UPDATE SET
                          status = CASE WHEN quern_jobs.status = 'succeeded' THEN 'succeeded' ELSE 'running' END,
                          attempts = quern_jobs.attempts + CASE WHEN quern_jobs.status = 'succeeded' THEN 0 ELSE 1 END,

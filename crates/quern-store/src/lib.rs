@@ -3,21 +3,32 @@
 //! - [`pool`]: the deadpool pool with every timeout set (deadpool leaves them unset) and a server-side statement timeout;
 //! - [`migrate`]: the ordered SQL files of `migrations/`, applied once each under a lock, and the dimension check;
 //! - [`documents`]: atomic document replacement and deletion, together with the job's success;
+//! - [`group_commit`]: the writes of concurrent jobs share transactions, each job answered after its commit;
 //! - [`jobs`]: each job's status in `quern_jobs`;
+//! - [`index`]: the HNSW vector index's state, dropped before a bulk load and built after it;
 //! - [`overview`]: recent jobs by status and the commonest reasons jobs died, for operators;
 //! - [`search`]: nearest chunks by cosine distance;
 //! - [`error`]: [`StoreError`], which knows whether retrying can help.
 
 pub mod documents;
 pub mod error;
+pub mod group_commit;
+pub mod index;
 pub mod jobs;
 pub mod migrate;
 pub mod overview;
 pub mod pool;
 pub mod search;
 
-pub use documents::{ChunkRow, DocumentWrite, JobVersion, StoredDocument, WriteResult};
+pub use documents::{
+    ChunkRow, DocumentChange, DocumentCommit, DocumentState, DocumentWrite, JobVersion, StoredDocument, WriteResult,
+};
 pub use error::StoreError;
+pub use group_commit::{GroupCommitConfig, GroupCommitter};
+pub use index::{
+    HnswParams, IndexBuildProgress, IndexBuildSettings, IndexCreation, IndexError, RunningBuild, VectorIndex,
+    VectorIndexStatus,
+};
 pub use jobs::{JobRecord, JobStart, JobStatus};
 pub use overview::{DeadReason, JobOverview};
 pub use pool::{Store, StoreConfig};

@@ -5,8 +5,8 @@ use std::time::Duration;
 use clap::{Args, Parser, ValueEnum};
 use quern_core::chunk::{DEFAULT_MAX_CHARS, DEFAULT_OVERLAP_CHARS};
 use quern_core::{Limits, RetryPolicy, Topology};
-use quern_embed::{EmbeddingClientConfig, PoolConfig};
-use quern_store::StoreConfig;
+use quern_embed::{EmbeddingClientConfig, PoolConfig, VectorEncoding};
+use quern_store::{GroupCommitConfig, StoreConfig};
 use secrecy::{ExposeSecret, SecretString};
 
 fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
@@ -79,6 +79,20 @@ pub struct EmbeddingArgs {
     /// Timeout of one embedding request, in seconds.
     #[arg(long, env = "QUERN_EMBEDDING_TIMEOUT_SECS", default_value_t = 30)]
     pub embedding_timeout_secs: u64,
+    /// How vectors are asked to come back (`encoding_format`): `base64` saves the worker parsing decimal numbers
+    /// (OpenAI, text-embeddings-inference and vLLM support it; a server that ignores it answers with numbers,
+    /// which are read too); `float` for a server that refuses it.
+    #[arg(long, env = "QUERN_EMBEDDING_ENCODING", value_enum, default_value_t = EmbeddingEncoding::Base64)]
+    pub embedding_encoding: EmbeddingEncoding,
+}
+
+/// `--embedding-encoding` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EmbeddingEncoding {
+    /// Base64 of little-endian 32-bit floats.
+    Base64,
+    /// Arrays of decimal numbers.
+    Float,
 }
 
 impl EmbeddingArgs {
@@ -92,6 +106,10 @@ impl EmbeddingArgs {
             dimension: self.embedding_dim as usize,
             request_timeout: Duration::from_secs(self.embedding_timeout_secs.max(1)),
             connect_timeout: Duration::from_secs(5),
+            encoding: match self.embedding_encoding {
+                EmbeddingEncoding::Base64 => VectorEncoding::Base64,
+                EmbeddingEncoding::Float => VectorEncoding::Float,
+            },
         }
     }
 }
@@ -119,9 +137,23 @@ pub struct WorkerConfig {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub embedding: EmbeddingArgs,
-    /// Embedding requests in flight at once, shared by every job of this process.
+    /// Embedding requests in flight at once, shared by every job of this process (the most, with
+    /// --embedding-adaptive-concurrency).
     #[arg(long, env = "QUERN_EMBEDDING_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub embedding_concurrency: u32,
+    /// Adapt the embedding requests in flight to the provider: start at 4 (or the maximum, if lower), cut to 0.7×
+    /// on a 429, 503, 504 or timeout, grow by one per round trip of timely answers (doubling until the first
+    /// overload), never past --embedding-concurrency.
+    #[arg(long, env = "QUERN_EMBEDDING_ADAPTIVE_CONCURRENCY", default_value_t = false)]
+    pub embedding_adaptive_concurrency: bool,
+    /// Most embedding requests a minute from this process (0 = unlimited); requests wait for the budget, which
+    /// lets a second's worth go at once. Retries are not charged.
+    #[arg(long, env = "QUERN_EMBEDDING_MAX_REQUESTS_PER_MINUTE", default_value_t = 0)]
+    pub embedding_max_requests_per_minute: u64,
+    /// Most estimated tokens a minute sent by this process (0 = unlimited), estimated as characters ÷
+    /// --chars-per-token; a request larger than the budget still goes, and the next ones wait longer.
+    #[arg(long, env = "QUERN_EMBEDDING_MAX_TOKENS_PER_MINUTE", default_value_t = 0)]
+    pub embedding_max_tokens_per_minute: u64,
     /// Milliseconds a request that is not full waits for more chunks (from any job) before it leaves.
     #[arg(long, env = "QUERN_EMBEDDING_LINGER_MS", default_value_t = 2)]
     pub embedding_linger_ms: u64,
@@ -135,10 +167,24 @@ pub struct WorkerConfig {
     /// Most chunks per embedding request; chunks of several jobs share a request.
     #[arg(long, env = "QUERN_BATCH_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batch_size: u32,
-    /// Unacknowledged jobs the broker hands this worker at once (AMQP prefetch). Size it so the embedding pool
-    /// stays busy: about concurrency × batch size ÷ chunks per document (16 × 32 ÷ ~10 ≈ 50 for 8 KB documents).
-    #[arg(long, env = "QUERN_PREFETCH", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Unacknowledged jobs the broker hands this worker at once (AMQP prefetch). Jobs in flight bound the
+    /// throughput (jobs/s ≈ prefetch ÷ seconds per job), so size it to keep the embedding pool fed: at least
+    /// 2 × concurrency × batch size ÷ chunks per document (≈ 100 for 8 KB documents, 1024 for one-chunk
+    /// ones). Memory grows with it: every job in flight holds its text, chunks and vectors.
+    #[arg(long, env = "QUERN_PREFETCH", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
+    /// Document write transactions in flight at once. Jobs that finish together share a transaction (group
+    /// commit); several transactions keep several Postgres backends busy, which HNSW index upkeep needs.
+    /// Keep it below --db-max-connections, which also serves each job's reads.
+    #[arg(long, env = "QUERN_WRITE_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub write_concurrency: u32,
+    /// Most jobs whose writes share one transaction.
+    #[arg(long, env = "QUERN_WRITE_GROUP_JOBS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub write_group_jobs: u32,
+    /// Most chunk rows in one write transaction (a larger document still goes, alone): bounds the size of its
+    /// statements, and so the buffers each connection keeps.
+    #[arg(long, env = "QUERN_WRITE_GROUP_ROWS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub write_group_rows: u32,
     /// Largest chunk, in characters.
     #[arg(long, env = "QUERN_CHUNK_SIZE", default_value_t = DEFAULT_MAX_CHARS)]
     pub chunk_size: usize,
@@ -194,11 +240,23 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
+    /// How document writes share transactions.
+    pub fn group_commit_config(&self) -> GroupCommitConfig {
+        GroupCommitConfig {
+            concurrency: self.write_concurrency as usize,
+            max_jobs: self.write_group_jobs as usize,
+            max_rows: self.write_group_rows as usize,
+        }
+    }
+
     /// The embedding pool settings.
     pub fn pool_config(&self) -> PoolConfig {
         PoolConfig {
             batch_size: self.batch_size as usize,
             max_in_flight: self.embedding_concurrency as usize,
+            adaptive_concurrency: self.embedding_adaptive_concurrency,
+            max_requests_per_minute: Some(self.embedding_max_requests_per_minute).filter(|&n| n > 0),
+            max_tokens_per_minute: Some(self.embedding_max_tokens_per_minute).filter(|&n| n > 0),
             linger: Duration::from_millis(self.embedding_linger_ms),
             max_batch_tokens: self.batch_max_tokens as usize,
             chars_per_token: if self.chars_per_token > 0.0 { self.chars_per_token } else { 4.0 },

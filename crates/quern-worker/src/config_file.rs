@@ -290,6 +290,34 @@ mod tests {
     }
 
     #[test]
+    fn embedding_pacing_settings_come_from_flags_env_or_file_and_default_to_off() {
+        let defaults = load(args(&[])).expect("valid").config.pool_config();
+        assert_eq!(
+            (defaults.adaptive_concurrency, defaults.max_requests_per_minute, defaults.max_tokens_per_minute),
+            (false, None, None),
+            "fixed concurrency, unlimited budgets"
+        );
+
+        let path = file("embedding_max_tokens_per_minute = 1000000\n");
+        let loaded = with_env("QUERN_EMBEDDING_ADAPTIVE_CONCURRENCY", "true", || {
+            let path = path.to_str().expect("utf-8");
+            load(args(&["--config", path, "--embedding-max-requests-per-minute", "3000"])).expect("valid")
+        });
+        let pool = loaded.config.pool_config();
+        assert!(pool.adaptive_concurrency);
+        assert_eq!(pool.max_requests_per_minute, Some(3000));
+        assert_eq!(pool.max_tokens_per_minute, Some(1_000_000));
+        let rendered = loaded.render();
+        for line in [
+            "embedding_adaptive_concurrency = true  # env QUERN_EMBEDDING_ADAPTIVE_CONCURRENCY",
+            "embedding_max_requests_per_minute = \"3000\"  # flag",
+            "embedding_max_tokens_per_minute = \"1000000\"  # config file",
+        ] {
+            assert!(rendered.contains(line), "{line} missing:\n{rendered}");
+        }
+    }
+
+    #[test]
     fn secrets_are_redacted() {
         let loaded = load(args(&[
             "--amqp-url",

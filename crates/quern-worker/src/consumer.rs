@@ -44,7 +44,8 @@ pub async fn build_pipeline(config: &WorkerConfig) -> anyhow::Result<Pipeline> {
     }
     store.check_dimension(dimension).await.context("checking --embedding-dim against the database")?;
     let retry = config.retry_policy().context("invalid --max-attempts / --retry-tiers")?;
-    Ok(Pipeline::new(chunker, EmbeddingPool::new(client, config.pool_config()), store, config.limits(), retry))
+    let embedder = EmbeddingPool::new(client, config.pool_config());
+    Ok(Pipeline::new(chunker, embedder, store, config.limits(), retry, config.group_commit_config()))
 }
 
 /// Runs the worker until `shutdown` is cancelled, then lets in-flight jobs finish within the grace period.

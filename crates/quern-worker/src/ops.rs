@@ -121,6 +121,10 @@ fn describe_metrics() {
     metrics::describe_gauge!(EMBEDDING_PERMITS_IN_USE, "Embedding requests in flight");
     metrics::gauge!(EMBEDDING_PERMITS_IN_USE).set(0.0);
     metrics::describe_gauge!(EMBEDDING_PERMITS, "Most embedding requests in flight at once (the pool size)");
+    metrics::describe_gauge!(
+        EMBEDDING_CONCURRENCY_LIMIT,
+        "Embedding requests allowed in flight now (the adaptive limit, else the pool size)"
+    );
     metrics::describe_gauge!(QUEUE_MESSAGES, "Messages ready in Quern's queues, polled from the broker");
     metrics::describe_gauge!(READY, "1 while the worker is ready for work, else 0");
     metrics::gauge!(READY).set(0.0);

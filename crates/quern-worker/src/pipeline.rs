@@ -12,7 +12,10 @@ use quern_core::{
     TraceParent,
 };
 use quern_embed::{EmbedError, EmbeddingPool};
-use quern_store::{ChunkRow, DocumentWrite, JobStart, JobStatus, JobVersion, Store, StoreError, WriteResult};
+use quern_store::{
+    ChunkRow, DocumentChange, DocumentCommit, DocumentState, DocumentWrite, GroupCommitConfig, GroupCommitter,
+    JobStart, JobStatus, JobVersion, Store, StoreError, WriteResult,
+};
 use tracing::Instrument;
 
 /// Everything a job needs, shared by every job of the process. Cheap to clone.
@@ -21,6 +24,8 @@ pub struct Pipeline {
     chunker: std::sync::Arc<Chunker>,
     embedder: EmbeddingPool,
     store: Store,
+    /// Where document writes go: they share transactions with other jobs' writes.
+    committer: GroupCommitter,
     limits: Limits,
     retry: RetryPolicy,
     /// How documents are cut, stored with each so a change of settings re-embeds.
@@ -76,9 +81,11 @@ impl Pipeline {
         store: Store,
         limits: Limits,
         retry: RetryPolicy,
+        writes: GroupCommitConfig,
     ) -> Pipeline {
         let chunking = format!("chars:{}:{}", chunker.max_chars(), chunker.overlap_chars());
-        Pipeline { chunker: std::sync::Arc::new(chunker), embedder, store, limits, retry, chunking }
+        let committer = GroupCommitter::new(store.clone(), writes);
+        Pipeline { chunker: std::sync::Arc::new(chunker), embedder, store, committer, limits, retry, chunking }
     }
 
     /// The store the pipeline writes to.
@@ -148,7 +155,10 @@ impl Pipeline {
         }
         let version = job_version(job);
         let result = match job.op {
-            JobOp::Delete => timed_write("delete", self.store.commit_delete(job, version)).await.map(|r| (r, 0)),
+            JobOp::Delete => {
+                let commit = DocumentCommit::new(job, version, DocumentChange::Delete);
+                timed_write("delete", self.committer.commit(commit)).await.map(|r| (r, 0))
+            }
             JobOp::Upsert => self.upsert(job, version).await,
         };
         match result {
@@ -204,7 +214,9 @@ impl Pipeline {
             // Same text, model and chunking (e.g. a redelivery after a crash between commit and ack): the
             // vectors would be the same, so no embedding call is paid for again.
             tracing::info!("document unchanged; keeping its vectors");
-            let result = timed_write("unchanged", self.store.commit_unchanged(&write, chunks.len())).await?;
+            let change = DocumentChange::Keep { document: DocumentState::of(&write), chunk_count: chunks.len() };
+            let commit = DocumentCommit::new(job, version, change);
+            let result = timed_write("unchanged", self.committer.commit(commit)).await?;
             metrics::counter!(metric_names::CHUNKS_REUSED).increment(chunks.len() as u64);
             return Ok((result, chunks.len()));
         }
@@ -239,22 +251,35 @@ impl Pipeline {
                 "re-ingest: unchanged chunks keep their vectors"
             );
         }
-        let rows: Vec<ChunkRow> = chunks
-            .iter()
-            .zip(&hashes)
-            .map(|(content, hash)| {
-                let embedding = match fresh_index.get(hash.as_str()) {
-                    Some(&i) => Vector::from(fresh[i].clone()),
-                    // Every hash not embedded above was found among the stored vectors.
-                    None => reused.get(hash).cloned().expect("a chunk is either reused or freshly embedded"),
-                };
-                ChunkRow { content: (*content).to_owned(), content_sha256: hash.clone(), embedding }
-            })
-            .collect();
-        let result = timed_write("upsert", self.store.commit_upsert(&write, &rows)).await?;
+        // Vectors move into their rows (a job holds each one once while its write waits); a chunk text that
+        // recurs in the document shares the vector of its first row.
+        let mut fresh: Vec<Option<Vec<f32>>> = fresh.into_iter().map(Some).collect();
+        let mut first_row: HashMap<usize, usize> = HashMap::new();
+        let mut rows: Vec<ChunkRow> = Vec::with_capacity(chunks.len());
+        for (content, hash) in chunks.iter().zip(&hashes) {
+            let embedding = match fresh_index.get(hash.as_str()) {
+                Some(&i) => match fresh[i].take() {
+                    Some(vector) => {
+                        first_row.insert(i, rows.len());
+                        Vector::from(vector)
+                    }
+                    None => rows[first_row[&i]].embedding.clone(),
+                },
+                // Every hash not embedded above was found among the stored vectors.
+                None => reused.get(hash).cloned().expect("a chunk is either reused or freshly embedded"),
+            };
+            rows.push(ChunkRow { content: (*content).to_owned(), content_sha256: hash.clone(), embedding });
+        }
+        let row_count = rows.len();
+        let commit = DocumentCommit::new(
+            job,
+            version,
+            DocumentChange::Replace { document: DocumentState::of(&write), chunks: rows },
+        );
+        let result = timed_write("upsert", self.committer.commit(commit)).await?;
         metrics::counter!(metric_names::CHUNKS_EMBEDDED).increment(to_embed.len() as u64);
-        metrics::counter!(metric_names::CHUNKS_REUSED).increment((rows.len() - to_embed.len()) as u64);
-        Ok((result, rows.len()))
+        metrics::counter!(metric_names::CHUNKS_REUSED).increment((row_count - to_embed.len()) as u64);
+        Ok((result, row_count))
     }
 
     async fn fail(&self, job: &Job, failure: JobFailure, failed_attempts: u32) -> Outcome {
@@ -287,7 +312,7 @@ impl Pipeline {
     }
 }
 
-/// Runs a write transaction, recording its duration under `op`.
+/// Runs a job's write, recording how long it took to commit (waiting for a group included) under `op`.
 async fn timed_write<T>(
     op: &'static str,
     write: impl std::future::Future<Output = Result<T, StoreError>>,

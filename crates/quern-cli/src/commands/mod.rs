@@ -3,6 +3,7 @@
 mod delete;
 pub mod dlq;
 mod enqueue;
+pub mod index;
 mod migrate;
 mod search;
 mod status;
@@ -24,5 +25,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             search::run(&database, &embedding, &query, &collection, k as usize, json).await
         }
         Command::Dlq { command } => dlq::run(command).await,
+        Command::Index { command } => index::run(command).await,
     }
 }

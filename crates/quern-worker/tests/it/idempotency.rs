@@ -90,6 +90,26 @@ async fn a_partial_change_embeds_only_the_changed_chunks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_text_that_recurs_is_embedded_once_and_stored_in_every_place() {
+    let harness = Harness::start("recurring", FakeEmbedderConfig::default()).await;
+    let pipeline = harness.pipeline(&[]).await;
+    let parts = paragraphs(3);
+    let text = [&parts[0], &parts[1], &parts[0], &parts[2], &parts[0]].map(String::as_str).join("\n\n");
+    assert_eq!(pipeline.process_delivery(&upsert("c", "doc", &text).encode(), 0).await, Outcome::Ack);
+    let chunks = test_chunker().split(&text);
+    let distinct: std::collections::HashSet<&str> = chunks.iter().copied().collect();
+    assert!(distinct.len() < chunks.len(), "the test needs a recurring chunk: {chunks:?}");
+    assert_eq!(harness.embedder.stats().snapshot().inputs, distinct.len() as u64, "each distinct text once");
+    let stored = stored_chunks(&harness, "doc").await;
+    assert_eq!(stored.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(), chunks);
+    for (content, vector) in stored {
+        let expected = embed_text(&content, TEST_DIM);
+        assert!(vector.iter().zip(&expected).all(|(a, b)| (a - b).abs() < 1e-6), "vector of {content:?}");
+    }
+    harness.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_job_that_runs_last_does_not_overwrite_the_newer_state() {
     let harness = Harness::start("ordering", FakeEmbedderConfig::default()).await;
     let pipeline = harness.pipeline(&[]).await;
