@@ -178,7 +178,7 @@ async fn run_quern(args: &Args, jobs: &[Job], chunks: usize) -> anyhow::Result<V
             .args(["--prefetch", &args.prefetch.to_string(), "--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(["--worker-id", &format!("bench-{i}")])
             .args(args.adaptive.then_some("--embedding-adaptive-concurrency"))
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,quern_embed::retry=error")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
