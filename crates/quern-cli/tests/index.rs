@@ -30,27 +30,6 @@ async fn status_json(db: &TestDatabase) -> Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&output)))
 }
 
-/// `count` one-chunk documents with random vectors.
-async fn insert_random_chunks(db: &TestDatabase, count: i32) {
-    let client = db.client().await;
-    client
-        .execute(
-            "INSERT INTO quern_documents (collection, document_id, content_sha256, chunk_count, embedding_model)
-             SELECT 'docs', 'doc-' || i, 'sha', 1, 'test-model' FROM generate_series(1, $1::int4) AS i",
-            &[&count],
-        )
-        .await
-        .expect("insert documents");
-    // `WHERE i > 0` ties the subquery to the row, so each row gets its own vector.
-    let chunks = format!(
-        "INSERT INTO quern_chunks (collection, document_id, chunk_index, content, content_sha256, embedding)
-         SELECT 'docs', 'doc-' || i, 0, 'chunk ' || i, 'sha',
-                (SELECT array_agg(random() - 0.5) FROM generate_series(1, {TEST_DIM}) WHERE i > 0)::vector
-         FROM generate_series(1, $1::int4) AS i"
-    );
-    client.execute(&chunks, &[&count]).await.expect("insert chunks");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_backfill_and_create_the_vector_index() {
     let db = TestDatabase::create(TEST_DIM).await;
@@ -65,7 +44,7 @@ async fn drop_backfill_and_create_the_vector_index() {
     assert!(again.status.success(), "{again:?}");
     assert!(stdout(&again).contains("no vector index to drop"), "{}", stdout(&again));
 
-    insert_random_chunks(&db, 500).await;
+    db.insert_random_chunks(500, TEST_DIM).await;
     let during = status_json(&db).await;
     assert_eq!(during, serde_json::json!({"index": null, "running_build": null, "chunk_rows": 500}));
     let text = quern(&db, &["index", "status"]).await;

@@ -71,31 +71,6 @@ pub struct DocumentWrite<'a> {
 }
 
 impl Store {
-    /// The stored facts about a document, if it exists.
-    pub async fn stored_document(
-        &self,
-        collection: &str,
-        document_id: &str,
-    ) -> Result<Option<StoredDocument>, StoreError> {
-        self.timed("read document", async {
-            let client = self.client().await?;
-            let row = client
-                .query_opt(
-                    "SELECT content_sha256, embedding_model, chunking FROM quern_documents
-                     WHERE collection = $1 AND document_id = $2",
-                    &[&collection, &document_id],
-                )
-                .await
-                .map_err(StoreError::db("read document"))?;
-            Ok(row.map(|row| StoredDocument {
-                content_sha256: row.get(0),
-                embedding_model: row.get(1),
-                chunking: row.get(2),
-            }))
-        })
-        .await
-    }
-
     /// Vectors of the document's stored chunks whose text hash is in `hashes`, if they were made by `model`:
     /// a re-ingest embeds only the chunks whose text changed.
     pub async fn reusable_vectors(
@@ -374,40 +349,36 @@ async fn upsert_documents(tx: &Transaction<'_>, applied: &[&DocumentCommit]) -> 
 
 /// Deletes the chunks of every replaced or deleted document (kept documents keep theirs).
 async fn delete_chunks(tx: &Transaction<'_>, applied: &[&DocumentCommit]) -> Result<(), StoreError> {
-    let replaced: Vec<&&DocumentCommit> =
-        applied.iter().filter(|c| !matches!(c.change, DocumentChange::Keep { .. })).collect();
-    if replaced.is_empty() {
-        return Ok(());
-    }
-    let collections: Vec<&str> = replaced.iter().map(|c| c.collection.as_str()).collect();
-    let documents: Vec<&str> = replaced.iter().map(|c| c.document_id.as_str()).collect();
-    let delete = tx
-        .prepare_cached(
-            "DELETE FROM quern_chunks AS chunk USING unnest($1::text[], $2::text[]) AS t(c, d)
-             WHERE chunk.collection = t.c AND chunk.document_id = t.d",
-        )
-        .await
-        .map_err(StoreError::db("prepare chunk delete"))?;
-    tx.execute(&delete, &[&collections, &documents]).await.map_err(StoreError::db("delete chunks"))?;
-    Ok(())
+    let replaced: Vec<&DocumentCommit> =
+        applied.iter().copied().filter(|c| !matches!(c.change, DocumentChange::Keep { .. })).collect();
+    let statement = "DELETE FROM quern_chunks AS chunk USING unnest($1::text[], $2::text[]) AS t(c, d)
+                     WHERE chunk.collection = t.c AND chunk.document_id = t.d";
+    delete_rows_of(tx, &replaced, statement, "delete chunks").await
 }
 
+/// Deletes the document rows of every deleted document.
 async fn delete_documents(tx: &Transaction<'_>, applied: &[&DocumentCommit]) -> Result<(), StoreError> {
-    let deleted: Vec<&&DocumentCommit> =
-        applied.iter().filter(|c| matches!(c.change, DocumentChange::Delete)).collect();
-    if deleted.is_empty() {
+    let deleted: Vec<&DocumentCommit> =
+        applied.iter().copied().filter(|c| matches!(c.change, DocumentChange::Delete)).collect();
+    let statement = "DELETE FROM quern_documents AS doc USING unnest($1::text[], $2::text[]) AS t(c, d)
+                     WHERE doc.collection = t.c AND doc.document_id = t.d";
+    delete_rows_of(tx, &deleted, statement, "delete documents").await
+}
+
+/// Runs `statement`, a delete taking arrays of collections and document ids, for `commits`' documents.
+async fn delete_rows_of(
+    tx: &Transaction<'_>,
+    commits: &[&DocumentCommit],
+    statement: &str,
+    operation: &'static str,
+) -> Result<(), StoreError> {
+    if commits.is_empty() {
         return Ok(());
     }
-    let collections: Vec<&str> = deleted.iter().map(|c| c.collection.as_str()).collect();
-    let documents: Vec<&str> = deleted.iter().map(|c| c.document_id.as_str()).collect();
-    let delete = tx
-        .prepare_cached(
-            "DELETE FROM quern_documents AS doc USING unnest($1::text[], $2::text[]) AS t(c, d)
-             WHERE doc.collection = t.c AND doc.document_id = t.d",
-        )
-        .await
-        .map_err(StoreError::db("prepare document delete"))?;
-    tx.execute(&delete, &[&collections, &documents]).await.map_err(StoreError::db("delete documents"))?;
+    let collections: Vec<&str> = commits.iter().map(|c| c.collection.as_str()).collect();
+    let documents: Vec<&str> = commits.iter().map(|c| c.document_id.as_str()).collect();
+    let delete = tx.prepare_cached(statement).await.map_err(StoreError::db(operation))?;
+    tx.execute(&delete, &[&collections, &documents]).await.map_err(StoreError::db(operation))?;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::{Store, StoreError};
+use crate::{Store, StoreError, StoredDocument};
 
 /// A job's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,12 +75,14 @@ pub struct JobRecord {
 }
 
 /// What [`Store::start_attempt`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobStart {
     /// Go ahead; this is attempt number `attempt`.
     Run {
         /// 1 for the first attempt.
         attempt: i32,
+        /// What is stored about the job's document, if it exists.
+        stored: Option<StoredDocument>,
     },
     /// The job already succeeded (a redelivery after a crash between commit and ack): do nothing, ack.
     AlreadySucceeded,
@@ -98,7 +100,8 @@ pub struct FinishedCounts {
 }
 
 impl Store {
-    /// Records that an attempt starts, unless the job already succeeded.
+    /// Records that an attempt starts, unless the job already succeeded, and reads what is stored about the job's
+    /// document (to decide how much of a re-ingest needs new vectors) in the same round trip.
     ///
     /// Committed without waiting for the WAL flush (`synchronous_commit` off for this one statement's
     /// transaction): a `running` row lost to a database crash costs nothing, since the job's success is
@@ -115,14 +118,20 @@ impl Store {
             let client = self.client().await?;
             let statement = client
                 .prepare_cached(
-                    "INSERT INTO quern_jobs (job_id, collection, document_id, op, status, attempts)
-                     SELECT $1, $2, $3, $4, 'running', 1
-                     FROM (SELECT set_config('synchronous_commit', 'off', true)) AS flush_not_awaited
-                     ON CONFLICT (job_id) DO UPDATE SET
-                         status = CASE WHEN quern_jobs.status = 'succeeded' THEN 'succeeded' ELSE 'running' END,
-                         attempts = quern_jobs.attempts + CASE WHEN quern_jobs.status = 'succeeded' THEN 0 ELSE 1 END,
-                         updated_at = now()
-                     RETURNING status, attempts",
+                    "WITH started AS (
+                         INSERT INTO quern_jobs (job_id, collection, document_id, op, status, attempts)
+                         SELECT $1, $2, $3, $4, 'running', 1
+                         FROM (SELECT set_config('synchronous_commit', 'off', true)) AS flush_not_awaited
+                         ON CONFLICT (job_id) DO UPDATE SET
+                             status = CASE WHEN quern_jobs.status = 'succeeded' THEN 'succeeded' ELSE 'running' END,
+                             attempts = quern_jobs.attempts
+                                 + CASE WHEN quern_jobs.status = 'succeeded' THEN 0 ELSE 1 END,
+                             updated_at = now()
+                         RETURNING status, attempts
+                     )
+                     SELECT started.status, started.attempts, doc.content_sha256, doc.embedding_model, doc.chunking
+                     FROM started
+                     LEFT JOIN quern_documents AS doc ON doc.collection = $2 AND doc.document_id = $3",
                 )
                 .await
                 .map_err(StoreError::db("prepare start attempt"))?;
@@ -131,7 +140,15 @@ impl Store {
                 .await
                 .map_err(StoreError::db("start attempt"))?;
             let status: &str = row.get(0);
-            Ok(if status == "succeeded" { JobStart::AlreadySucceeded } else { JobStart::Run { attempt: row.get(1) } })
+            if status == "succeeded" {
+                return Ok(JobStart::AlreadySucceeded);
+            }
+            let stored = row.get::<_, Option<String>>(2).map(|content_sha256| StoredDocument {
+                content_sha256,
+                embedding_model: row.get(3),
+                chunking: row.get(4),
+            });
+            Ok(JobStart::Run { attempt: row.get(1), stored })
         })
         .await
     }

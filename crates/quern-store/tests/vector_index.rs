@@ -7,27 +7,6 @@ use pgvector::Vector;
 use quern_store::{HnswParams, IndexBuildProgress, IndexBuildSettings, IndexCreation, IndexError, Store};
 use quern_testkit::{TestDatabase, TEST_DIM};
 
-/// Inserts `count` one-chunk documents `doc-1`..`doc-<count>` with random vectors.
-async fn insert_random_chunks(db: &TestDatabase, count: i32) {
-    let client = db.client().await;
-    client
-        .execute(
-            "INSERT INTO quern_documents (collection, document_id, content_sha256, chunk_count, embedding_model)
-             SELECT 'docs', 'doc-' || i, 'sha', 1, 'test-model' FROM generate_series(1, $1::int4) AS i",
-            &[&count],
-        )
-        .await
-        .expect("insert documents");
-    // `WHERE i > 0` ties the subquery to the row, so each row gets its own vector.
-    let chunks = format!(
-        "INSERT INTO quern_chunks (collection, document_id, chunk_index, content, content_sha256, embedding)
-         SELECT 'docs', 'doc-' || i, 0, 'chunk ' || i, 'sha',
-                (SELECT array_agg(random() - 0.5) FROM generate_series(1, {TEST_DIM}) WHERE i > 0)::vector
-         FROM generate_series(1, $1::int4) AS i"
-    );
-    client.execute(&chunks, &[&count]).await.expect("insert chunks");
-}
-
 /// The default build settings with other HNSW parameters.
 fn custom_settings(m: u32, ef_construction: u32) -> IndexBuildSettings {
     IndexBuildSettings { hnsw: HnswParams { m, ef_construction }, ..IndexBuildSettings::default() }
@@ -63,7 +42,7 @@ async fn running_build_pid(db: &TestDatabase) -> i32 {
 #[tokio::test]
 async fn the_migration_creates_a_valid_index() {
     let db = TestDatabase::create(TEST_DIM).await;
-    insert_random_chunks(&db, 10).await;
+    db.insert_random_chunks(10, TEST_DIM).await;
     let status = db.store().vector_index_status().await.unwrap();
     let index = status.index.expect("the migration's index");
     assert_eq!(index.name, "quern_chunks_embedding_hnsw");
@@ -79,7 +58,7 @@ async fn the_migration_creates_a_valid_index() {
 async fn search_finds_the_exact_nearest_chunks_without_the_index() {
     let db = TestDatabase::create(TEST_DIM).await;
     let store = db.store();
-    insert_random_chunks(&db, 300).await;
+    db.insert_random_chunks(300, TEST_DIM).await;
     assert!(store.drop_vector_index().await.unwrap(), "the index existed");
     assert_eq!(store.vector_index_status().await.unwrap().index, None);
     assert!(!store.drop_vector_index().await.unwrap(), "dropping it again is a no-op");
@@ -109,7 +88,7 @@ async fn search_finds_the_exact_nearest_chunks_without_the_index() {
 async fn create_rebuilds_the_index_with_the_given_parameters_and_reports_progress() {
     let db = TestDatabase::create(TEST_DIM).await;
     let store = db.store();
-    insert_random_chunks(&db, 2_000).await;
+    db.insert_random_chunks(2_000, TEST_DIM).await;
     assert!(store.drop_vector_index().await.unwrap());
 
     let settings = IndexBuildSettings {
@@ -143,7 +122,7 @@ async fn create_rebuilds_the_index_with_the_given_parameters_and_reports_progres
 async fn an_invalid_leftover_is_replaced() {
     let db = TestDatabase::create(TEST_DIM).await;
     let store = db.store();
-    insert_random_chunks(&db, 100).await;
+    db.insert_random_chunks(100, TEST_DIM).await;
     // What a failed or interrupted `CREATE INDEX CONCURRENTLY` leaves.
     db.client()
         .await
@@ -169,7 +148,7 @@ async fn an_invalid_leftover_is_replaced() {
 async fn a_build_running_elsewhere_is_neither_dropped_nor_duplicated() {
     let db = TestDatabase::create(TEST_DIM).await;
     let store = db.store();
-    insert_random_chunks(&db, 100).await;
+    db.insert_random_chunks(100, TEST_DIM).await;
     assert!(store.drop_vector_index().await.unwrap());
 
     let writer = hold_writer(&db).await;
@@ -204,7 +183,7 @@ async fn a_build_running_elsewhere_is_neither_dropped_nor_duplicated() {
 async fn a_failed_build_drops_its_unfinished_index() {
     let db = TestDatabase::create(TEST_DIM).await;
     let store = db.store();
-    insert_random_chunks(&db, 100).await;
+    db.insert_random_chunks(100, TEST_DIM).await;
     assert!(store.drop_vector_index().await.unwrap());
 
     // The build waits for this writer; meanwhile it is cancelled, as an operator's pg_cancel_backend would. The

@@ -90,6 +90,28 @@ impl TestDatabase {
         client
     }
 
+    /// Inserts `count` one-chunk documents `doc-1`..`doc-<count>` of collection `docs` with random vectors of
+    /// `dimension`, straight into the tables (no worker): enough rows for index and search tests.
+    pub async fn insert_random_chunks(&self, count: i32, dimension: usize) {
+        let client = self.client().await;
+        client
+            .execute(
+                "INSERT INTO quern_documents (collection, document_id, content_sha256, chunk_count, embedding_model)
+                 SELECT 'docs', 'doc-' || i, 'sha', 1, 'test-model' FROM generate_series(1, $1::int4) AS i",
+                &[&count],
+            )
+            .await
+            .expect("insert documents");
+        // `WHERE i > 0` ties the subquery to the row, so each row gets its own vector.
+        let chunks = format!(
+            "INSERT INTO quern_chunks (collection, document_id, chunk_index, content, content_sha256, embedding)
+             SELECT 'docs', 'doc-' || i, 0, 'chunk ' || i, 'sha',
+                    (SELECT array_agg(random() - 0.5) FROM generate_series(1, {dimension}) WHERE i > 0)::vector
+             FROM generate_series(1, $1::int4) AS i"
+        );
+        client.execute(&chunks, &[&count]).await.expect("insert chunks");
+    }
+
     /// Chunk rows beyond one per (collection, document_id, chunk_index): 0 unless something wrote a chunk twice.
     pub async fn duplicate_chunk_rows(&self) -> i64 {
         self.client()

@@ -14,7 +14,7 @@ use quern_core::{
 use quern_embed::{EmbedError, EmbeddingPool};
 use quern_store::{
     ChunkRow, DocumentChange, DocumentCommit, DocumentState, DocumentWrite, GroupCommitConfig, GroupCommitter,
-    JobStart, JobStatus, JobVersion, Store, StoreError, WriteResult,
+    JobStart, JobStatus, JobVersion, Store, StoreError, StoredDocument, WriteResult,
 };
 use tracing::Instrument;
 
@@ -145,21 +145,22 @@ impl Pipeline {
     }
 
     async fn process_job(&self, job: &Job, failed_attempts: u32) -> Outcome {
-        match self.store.start_attempt(job.job_id, &job.collection, &job.document_id, job.op.as_str()).await {
-            Ok(JobStart::AlreadySucceeded) => {
-                tracing::info!("job already succeeded (redelivery); acknowledging");
-                return Outcome::Ack;
-            }
-            Ok(JobStart::Run { .. }) => {}
-            Err(error) => return self.fail(job, JobFailure::Store(error), failed_attempts).await,
-        }
+        let stored =
+            match self.store.start_attempt(job.job_id, &job.collection, &job.document_id, job.op.as_str()).await {
+                Ok(JobStart::AlreadySucceeded) => {
+                    tracing::info!("job already succeeded (redelivery); acknowledging");
+                    return Outcome::Ack;
+                }
+                Ok(JobStart::Run { stored, .. }) => stored,
+                Err(error) => return self.fail(job, JobFailure::Store(error), failed_attempts).await,
+            };
         let version = job_version(job);
         let result = match job.op {
             JobOp::Delete => {
                 let commit = DocumentCommit::new(job, version, DocumentChange::Delete);
                 timed_write("delete", self.committer.commit(commit)).await.map(|r| (r, 0))
             }
-            JobOp::Upsert => self.upsert(job, version).await,
+            JobOp::Upsert => self.upsert(job, version, stored).await,
         };
         match result {
             Ok((written, chunks)) => {
@@ -185,7 +186,12 @@ impl Pipeline {
         }
     }
 
-    async fn upsert(&self, job: &Job, version: JobVersion) -> Result<(WriteResult, usize), JobFailure> {
+    async fn upsert(
+        &self,
+        job: &Job,
+        version: JobVersion,
+        stored: Option<StoredDocument>,
+    ) -> Result<(WriteResult, usize), JobFailure> {
         #[cfg(feature = "fault-injection")]
         {
             if job.text.contains("QUERN_FAULT_PANIC") {
@@ -207,7 +213,6 @@ impl Pipeline {
             embedding_model: model,
             chunking: &self.chunking,
         };
-        let stored = self.store.stored_document(&job.collection, &job.document_id).await.map_err(JobFailure::Store)?;
         if stored.as_ref().is_some_and(|s| {
             s.content_sha256 == document_sha && s.embedding_model == model && s.chunking == self.chunking
         }) {
