@@ -78,7 +78,8 @@ impl GroupCommitter {
 async fn run(mut waiting: mpsc::UnboundedReceiver<QueuedWrite>, store: Store, config: GroupCommitConfig) {
     let slots = Arc::new(Semaphore::new(config.concurrency));
     // Writes to a document already in the group being formed wait for the next one: one transaction cannot
-    // order two versions of a document.
+    // order two versions of a document. Across transactions order does not matter: each write carries its
+    // version, and the later version wins whichever commits first.
     let mut deferred: VecDeque<QueuedWrite> = VecDeque::new();
     loop {
         if deferred.is_empty() {
