@@ -283,7 +283,10 @@ async fn sigterm_mid_run_exits_0_and_loses_nothing() {
     let scenario = Scenario::start("sigterm", FakeEmbedderConfig { latency_ms: 100, ..Default::default() }).await;
     let jobs = jobs(300, 80);
     let confirmed = scenario.enqueue(&jobs).await;
-    let mut worker = scenario.spawn_worker("w1", &["--embedding-concurrency", "4", "--shutdown-grace-secs", "20"]);
+    // A small prefetch keeps most jobs in the queue when the signal comes: at the default (256) this worker
+    // would hold nearly all 300 and finish them in its drain, and the hand-over to w2 would go untested.
+    let mut worker = scenario
+        .spawn_worker("w1", &["--embedding-concurrency", "4", "--prefetch", "16", "--shutdown-grace-secs", "20"]);
     assert!(wait_succeeded(&scenario, &confirmed, 20, Duration::from_secs(60)).await);
     let signalled = tokio::time::Instant::now();
     sigterm(&worker);
