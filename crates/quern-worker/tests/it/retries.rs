@@ -98,8 +98,19 @@ async fn jobs_succeed_through_500s_and_429s_without_duplicates() {
     let ids = producer.enqueue_many(&jobs).await.expect("enqueue");
 
     let shutdown = CancellationToken::new();
+    // Batches of 2: the 60 jobs then make 70-odd requests, so both faults are drawn for certain (at the default
+    // batch size the whole run fits in ~25 requests, and none drew a 429 in about 1 run in 17).
     let worker = harness.spawn_worker(
-        &["--retry-tiers", "100ms,200ms", "--embedding-retry-max-secs", "0", "--max-attempts", "50"],
+        &[
+            "--retry-tiers",
+            "100ms,200ms",
+            "--embedding-retry-max-secs",
+            "0",
+            "--max-attempts",
+            "50",
+            "--batch-size",
+            "2",
+        ],
         shutdown.clone(),
     );
     let store = harness.db.store();
