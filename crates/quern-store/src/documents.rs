@@ -383,10 +383,12 @@ async fn delete_rows_of(
 }
 
 /// Inserts the chunks of every replaced document with one binary COPY. Measured against one INSERT of unnested
-/// arrays (`bash scripts/bench.sh --latency-ms 0 --vector-index deferred --documents 5000`, two runs each):
-/// 17,800-18,100 chunks/s and 2.75-2.77 Postgres CPU-s for COPY, 13,950-17,300 and 2.85-3.71 for the arrays,
-/// which Postgres must also unpack. The `vector` type has an OID of its own in every database, so it is read
-/// from a prepared (and cached) statement.
+/// arrays: with 8 KB documents (`bash scripts/bench.sh --latency-ms 0 --vector-index deferred --documents 5000`)
+/// COPY used a little less Postgres CPU (2.75-2.77 s against 2.85-3.71); with one-chunk documents (groups of
+/// many small writes, where COPY's extra round trip counts) the two were within the runs' noise (3,900-4,300
+/// against 4,200-4,400 chunks/s). Postgres has no arrays to unpack, and the worker no statement of arrays to
+/// encode: the rows stream in small buffers, which took a worker at 64 requests in flight from 60 to 45 MB. The `vector` type has an OID of its own in
+/// every database, so it is read from a prepared (and cached) statement.
 async fn insert_chunks(tx: &Transaction<'_>, applied: &[&DocumentCommit]) -> Result<(), StoreError> {
     use tokio_postgres::binary_copy::BinaryCopyInWriter;
     use tokio_postgres::types::{ToSql, Type};
