@@ -12,6 +12,8 @@ use deadpool_postgres::Transaction;
 use pgvector::Vector;
 use quern_core::{Job, JobOp};
 use serde_json::Value;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
 
 use crate::{Store, StoreError};
 
@@ -387,11 +389,10 @@ async fn delete_rows_of(
 /// COPY used a little less Postgres CPU (2.75-2.77 s against 2.85-3.71); with one-chunk documents (groups of
 /// many small writes, where COPY's extra round trip counts) the two were within the runs' noise (3,900-4,300
 /// against 4,200-4,400 chunks/s). Postgres has no arrays to unpack, and the worker no statement of arrays to
-/// encode: the rows stream in small buffers, which took a worker at 64 requests in flight from 60 to 45 MB. The `vector` type has an OID of its own in
-/// every database, so it is read from a prepared (and cached) statement.
+/// encode: the rows stream in small buffers, which took a worker at 64 requests in flight from 60 to 45 MB.
+/// The `vector` type has an OID of its own in every database, so it is read from a prepared (and cached)
+/// statement.
 async fn insert_chunks(tx: &Transaction<'_>, applied: &[&DocumentCommit]) -> Result<(), StoreError> {
-    use tokio_postgres::binary_copy::BinaryCopyInWriter;
-    use tokio_postgres::types::{ToSql, Type};
     let rows: usize = applied.iter().map(|c| c.rows()).sum();
     if rows == 0 {
         return Ok(());
