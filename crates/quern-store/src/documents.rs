@@ -57,21 +57,6 @@ pub struct StoredDocument {
     pub chunking: String,
 }
 
-/// A document write: the job, its version, and what to store.
-#[derive(Debug)]
-pub struct DocumentWrite<'a> {
-    /// The job writing.
-    pub job: &'a Job,
-    /// Its place in the document's order of writes.
-    pub version: JobVersion,
-    /// SHA-256 of the whole text.
-    pub content_sha256: &'a str,
-    /// Model that made the vectors.
-    pub embedding_model: &'a str,
-    /// How the text was cut.
-    pub chunking: &'a str,
-}
-
 impl Store {
     /// Vectors of the document's stored chunks whose text hash is in `hashes`, if they were made by `model`:
     /// a re-ingest embeds only the chunks whose text changed.
@@ -98,39 +83,6 @@ impl Store {
             Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
         })
         .await
-    }
-
-    /// Replaces the document's chunks with `chunks` and records the job as succeeded, atomically; unless a
-    /// later job already wrote the document.
-    pub async fn commit_upsert(
-        &self,
-        write: &DocumentWrite<'_>,
-        chunks: &[ChunkRow],
-    ) -> Result<WriteResult, StoreError> {
-        let change = DocumentChange::Replace { document: DocumentState::of(write), chunks: chunks.to_vec() };
-        self.commit_one(DocumentCommit::new(write.job, write.version, change)).await
-    }
-
-    /// Records a re-ingest whose text, model and chunking are unchanged: the chunks stay, the metadata and
-    /// version move on, the job succeeds.
-    pub async fn commit_unchanged(
-        &self,
-        write: &DocumentWrite<'_>,
-        chunk_count: usize,
-    ) -> Result<WriteResult, StoreError> {
-        let change = DocumentChange::Keep { document: DocumentState::of(write), chunk_count };
-        self.commit_one(DocumentCommit::new(write.job, write.version, change)).await
-    }
-
-    /// Removes the document and its chunks (leaving a tombstone version) and records the job as succeeded,
-    /// atomically. Deleting a document that does not exist succeeds: the end state is what was asked for.
-    pub async fn commit_delete(&self, job: &Job, version: JobVersion) -> Result<WriteResult, StoreError> {
-        self.commit_one(DocumentCommit::new(job, version, DocumentChange::Delete)).await
-    }
-
-    async fn commit_one(&self, commit: DocumentCommit) -> Result<WriteResult, StoreError> {
-        let mut results = self.commit_documents(std::slice::from_ref(&commit)).await?;
-        Ok(results.pop().expect("one result per commit"))
     }
 
     /// Commits the writes of several jobs in one transaction, each to a different document, and returns what
@@ -262,13 +214,13 @@ pub struct DocumentState {
 }
 
 impl DocumentState {
-    /// The facts a [`DocumentWrite`] stores.
-    pub fn of(write: &DocumentWrite<'_>) -> DocumentState {
+    /// What `job` stores about its document: the text's hash, the model and chunking, and its metadata.
+    pub fn for_job(job: &Job, content_sha256: String, embedding_model: &str, chunking: &str) -> DocumentState {
         DocumentState {
-            content_sha256: write.content_sha256.to_owned(),
-            embedding_model: write.embedding_model.to_owned(),
-            chunking: write.chunking.to_owned(),
-            metadata: write.job.metadata.clone().map(Value::Object),
+            content_sha256,
+            embedding_model: embedding_model.to_owned(),
+            chunking: chunking.to_owned(),
+            metadata: job.metadata.clone().map(Value::Object),
         }
     }
 }

@@ -20,9 +20,7 @@ pub mod overview;
 pub mod pool;
 pub mod search;
 
-pub use documents::{
-    ChunkRow, DocumentChange, DocumentCommit, DocumentState, DocumentWrite, JobVersion, StoredDocument, WriteResult,
-};
+pub use documents::{ChunkRow, DocumentChange, DocumentCommit, DocumentState, JobVersion, StoredDocument, WriteResult};
 pub use error::StoreError;
 pub use group_commit::{GroupCommitConfig, GroupCommitter};
 pub use index::{

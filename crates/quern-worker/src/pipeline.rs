@@ -13,8 +13,8 @@ use quern_core::{
 };
 use quern_embed::{EmbedError, EmbeddingPool};
 use quern_store::{
-    ChunkRow, DocumentChange, DocumentCommit, DocumentState, DocumentWrite, GroupCommitConfig, GroupCommitter,
-    JobStart, JobStatus, JobVersion, Store, StoreError, StoredDocument, WriteResult,
+    ChunkRow, DocumentChange, DocumentCommit, DocumentState, GroupCommitConfig, GroupCommitter, JobStart, JobStatus,
+    JobVersion, Store, StoreError, StoredDocument, WriteResult,
 };
 use tracing::Instrument;
 
@@ -206,20 +206,16 @@ impl Pipeline {
         self.limits.check_chunks(chunks.len()).map_err(JobFailure::Limit)?;
         let document_sha = content_sha256(&job.text);
         let model = self.embedder.client().model();
-        let write = DocumentWrite {
-            job,
-            version,
-            content_sha256: &document_sha,
-            embedding_model: model,
-            chunking: &self.chunking,
-        };
         if stored.as_ref().is_some_and(|s| {
             s.content_sha256 == document_sha && s.embedding_model == model && s.chunking == self.chunking
         }) {
             // Same text, model and chunking (e.g. a redelivery after a crash between commit and ack): the
             // vectors would be the same, so no embedding call is paid for again.
             tracing::info!("document unchanged; keeping its vectors");
-            let change = DocumentChange::Keep { document: DocumentState::of(&write), chunk_count: chunks.len() };
+            let change = DocumentChange::Keep {
+                document: DocumentState::for_job(job, document_sha, model, &self.chunking),
+                chunk_count: chunks.len(),
+            };
             let commit = DocumentCommit::new(job, version, change);
             let result = timed_write("unchanged", self.committer.commit(commit)).await?;
             metrics::counter!(metric_names::CHUNKS_REUSED).increment(chunks.len() as u64);
@@ -279,7 +275,10 @@ impl Pipeline {
         let commit = DocumentCommit::new(
             job,
             version,
-            DocumentChange::Replace { document: DocumentState::of(&write), chunks: rows },
+            DocumentChange::Replace {
+                document: DocumentState::for_job(job, document_sha, model, &self.chunking),
+                chunks: rows,
+            },
         );
         let result = timed_write("upsert", self.committer.commit(commit)).await?;
         metrics::counter!(metric_names::CHUNKS_EMBEDDED).increment(to_embed.len() as u64);
