@@ -1,17 +1,24 @@
-//! `quern dlq` against the real RabbitMQ: list, show, replay (filters, order, cap, dry run, target, rate), purge.
-//! Dead letters are published straight to the dead exchange with the headers a worker sets, so no worker runs.
+//! `quern dlq` against the real RabbitMQ: list, show, replay (filters, order, cap, dry run, target, rate), purge;
+//! renewal under a delivery limit (RabbitMQ 4's default, recreated here with an explicit one); the queues'
+//! arguments and queues declared by earlier releases. Dead letters are published straight to the dead exchange
+//! with the headers a worker sets, so no worker runs.
 
-use std::process::Output;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use quern_queue::dead_letters::{DeadLetterScan, Renewal, ScanLimits, DELIVERY_COUNT, RENEW_AT};
 use quern_queue::headers;
 use quern_queue::lapin::message::Delivery;
-use quern_queue::lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
-use quern_queue::lapin::types::FieldTable;
-use quern_queue::lapin::{BasicProperties, Channel, Connection};
+use quern_queue::lapin::options::{
+    BasicAckOptions, BasicGetOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use quern_queue::lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use quern_queue::lapin::types::{AMQPValue, FieldTable, LongString};
+use quern_queue::lapin::{BasicProperties, Channel, Connection, ErrorKind, ExchangeKind};
 use quern_queue::QueueArguments;
 use quern_testkit::TestQueues;
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// One dead letter to plant: its id (message id and job id), reason, collection, age and replay count.
 #[derive(Debug, Clone)]
@@ -59,11 +66,43 @@ struct Dlq {
 
 impl Dlq {
     async fn start(label: &str) -> Dlq {
+        let dlq = Dlq::connect(label).await;
+        quern_queue::declare_topology(&dlq.channel, &dlq.queues.topology, QueueArguments::default())
+            .await
+            .expect("topology");
+        dlq
+    }
+
+    /// Only the dead exchange and a dead queue declared with `dead_args` (declare_topology would refuse them).
+    async fn start_with_dead_queue(label: &str, dead_args: FieldTable) -> Dlq {
+        let dlq = Dlq::connect(label).await;
+        let topology = &dlq.queues.topology;
+        let (exchange, queue) = (topology.dead_exchange(), topology.dead_queue());
+        let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+        dlq.channel
+            .exchange_declare(exchange.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default())
+            .await
+            .expect("dead exchange");
+        let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+        dlq.channel.queue_declare(queue.as_str().into(), durable, dead_args).await.expect("dead queue");
+        dlq.channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind");
+        dlq
+    }
+
+    async fn connect(label: &str) -> Dlq {
         quern_testkit::init_tracing();
         let queues = TestQueues::new(label);
         let connection = quern_queue::connect(&quern_testkit::amqp_url(), "quern-test-dlq").await.expect("connect");
         let channel = connection.create_channel().await.expect("channel");
-        quern_queue::declare_topology(&channel, &queues.topology, QueueArguments::default()).await.expect("topology");
         quern_queue::enable_confirms(&channel).await.expect("confirms");
         Dlq { queues, connection, channel }
     }
@@ -102,16 +141,20 @@ impl Dlq {
         }
     }
 
-    async fn quern(&self, args: &[&str]) -> Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_quern"))
+    /// `quern dlq args` against this test's queues.
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_quern"));
+        command
             .arg("dlq")
             .args(args)
             .env("QUERN_AMQP_URL", quern_testkit::amqp_url())
             .env("QUERN_QUEUE_PREFIX", self.queues.topology.prefix())
-            .env("USER", "dlq-tester")
-            .output()
-            .await
-            .expect("run quern")
+            .env("USER", "dlq-tester");
+        command
+    }
+
+    async fn quern(&self, args: &[&str]) -> Output {
+        self.command(args).output().await.expect("run quern")
     }
 
     /// Takes every message out of `queue`, in order.
@@ -211,6 +254,33 @@ async fn list_and_show_read_without_removing_or_reordering() {
     assert_eq!(dlq.quern(&["show", "no-such-id"]).await.status.code(), Some(4));
 
     assert_eq!(dlq.dead_ids().await, ids(&letters), "reading changed nothing");
+    dlq.queues.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_to_a_closed_stdout_ends_quietly_and_keeps_every_message() {
+    // `quern dlq list | head -1`. The table is printed after the whole queue is read and released, so it must
+    // overflow the pipe's buffer (64 KiB) for a write to be certain to find the reader gone: 1,000 rows of about
+    // 160 bytes. `println!` panics on that write (status 101, "panicked" on stderr); `outln!` ends quietly.
+    let dlq = Dlq::start("dlq_list_pipe").await;
+    let letters: Vec<Letter> = (0..1000).map(|_| letter("contract")).collect();
+    dlq.bury(&letters).await;
+
+    let mut child = dlq.command(&["list"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn quern");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).await.expect("read the first line");
+    assert!(first.starts_with("ID"), "the table's header first: {first:?}");
+    drop(stdout);
+    let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("quern ends")
+        .expect("wait for quern");
+    let stderr = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    assert_eq!(dlq.dead_ids().await, ids(&letters), "every message still there, in order");
     dlq.queues.delete().await;
 }
 
@@ -383,5 +453,234 @@ async fn rate_paces_the_publishes() {
     // Six publishes at 20 per second: at least five 50 ms gaps.
     assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
     assert_eq!(dlq.ingest_ids().await, ids(&letters));
+    dlq.queues.delete().await;
+}
+
+/// The arguments a quorum queue gets from RabbitMQ 4 when declared without `x-delivery-limit` (its default
+/// of 20, which also reaches queues that existed before the upgrade), spelled out for a 3.x broker.
+fn quorum_with_delivery_limit(limit: i32) -> FieldTable {
+    let mut table = FieldTable::default();
+    table.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
+    table.insert("x-delivery-limit".into(), AMQPValue::LongInt(limit));
+    table
+}
+
+fn is_precondition_failed(error: &quern_queue::lapin::Error) -> bool {
+    let precondition_failed = AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED);
+    matches!(error.kind(), ErrorKind::ProtocolError(e) if *e.kind() == precondition_failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_looked_at_30_times_under_a_delivery_limit_all_stay_in_order() {
+    // Every look gives each message back once, and a queue with a limit of 20 drops a message given back a
+    // 21st time (this queue has no dead-letter exchange): without renewal the 21st list would be the last.
+    // Five messages: RabbitMQ 3.10 returns up to 32 in order on the path a delivery limit takes.
+    let dlq = Dlq::start_with_dead_queue("dlq_renew", quorum_with_delivery_limit(20)).await;
+    let letters: Vec<Letter> = (0..5).map(|_| letter("contract")).collect();
+    dlq.bury(&letters).await;
+
+    let mut renewals = 0;
+    for look in 1..=30 {
+        let output = dlq.quern(&["list", "--json"]).await;
+        assert!(output.status.success(), "look {look}: {output:?}");
+        let listed: Vec<String> = json(&output)
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|row| row["id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(listed, ids(&letters), "look {look}: every message, in its place");
+        renewals += stderr(&output).matches("renewed 5 dead letters").count();
+    }
+    assert_eq!(renewals, 2, "renewed on the looks that met a delivery count of {RENEW_AT} (11th and 22nd)");
+
+    let shown = json(&dlq.quern(&["show", &letters[2].id, "--json"]).await);
+    let count = shown["headers"][DELIVERY_COUNT].as_i64().unwrap_or(0);
+    assert!(count < RENEW_AT, "x-delivery-count {count} after 30 looks");
+    assert!(shown["headers"][headers::RENEWED_AT_MS].as_i64().is_some_and(|at| at > now_ms() - 60_000), "{shown}");
+
+    let kept = dlq.drain(&dlq.queues.topology.dead_queue()).await;
+    assert_eq!(kept.iter().map(message_id).collect::<Vec<_>>(), ids(&letters));
+    for (delivery, original) in kept.iter().zip(&letters) {
+        assert_eq!(delivery.data, original.body(), "body byte for byte");
+        let table = delivery.properties.headers().as_ref();
+        assert_eq!(headers::get_str(table, headers::REASON).as_deref(), Some("contract"), "Quern's headers kept");
+        assert_eq!(headers::get_i64(table, headers::ATTEMPTS), Some(2));
+        assert_eq!(delivery.properties.app_id().as_ref().map(|a| a.as_str()), Some("quern-producer"));
+    }
+    dlq.queues.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_keeps_the_order_of_what_stays_and_resets_the_count() {
+    let dlq = Dlq::start("dlq_renew_lib").await;
+    // More than 32: the renewal's copies are ordered by the publishing channel, not by a sort in the broker.
+    let letters: Vec<Letter> = (0..40).map(|i| letter(if i % 4 == 0 { "panic" } else { "contract" })).collect();
+    dlq.bury(&letters).await;
+    // Two plain looks first, so the messages carry a delivery count.
+    for _ in 0..2 {
+        assert!(dlq.quern(&["list"]).await.status.success());
+    }
+
+    let always = ScanLimits { renew_at: 0, ..ScanLimits::default() };
+    let mut scan = DeadLetterScan::open_with(&dlq.connection, &dlq.queues.topology, always).await.expect("scan");
+    while let Some(letter) = scan.next().await.expect("next") {
+        assert_eq!(letter.delivery_count(), 2, "{:?}", letter.message_id());
+        if letter.header_str(headers::REASON).as_deref() == Some("panic") {
+            scan.remove(letter.delivery_tag).await.expect("remove");
+        }
+    }
+    let released = scan.release(&dlq.connection).await.expect("release");
+    assert!(matches!(released.renewal, Renewal::Done), "{released:?}");
+    assert_eq!((released.kept, released.highest_delivery_count), (30, 2));
+
+    let kept = dlq.drain(&dlq.queues.topology.dead_queue()).await;
+    let expected: Vec<String> = letters.iter().filter(|l| l.reason == "contract").map(|l| l.id.clone()).collect();
+    assert_eq!(kept.iter().map(message_id).collect::<Vec<_>>(), expected, "the rest, in order, once each");
+    for delivery in &kept {
+        let table = delivery.properties.headers().as_ref();
+        assert_eq!(headers::get_i64(table, DELIVERY_COUNT).unwrap_or(0), 0, "a fresh copy starts from 0");
+    }
+    dlq.queues.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_back_to_back_keep_the_order() {
+    // The broker applies returns after answering the nack (in batches of 32 on 3.10): a scan that did not wait
+    // for them would let the next one count, read and put back only the first few, behind all the others.
+    let dlq = Dlq::start("dlq_back_to_back").await;
+    let letters: Vec<Letter> = (0..200).map(|_| letter("contract")).collect();
+    dlq.bury(&letters).await;
+    for round in 0..3 {
+        let mut scan = DeadLetterScan::open(&dlq.connection, &dlq.queues.topology).await.expect("scan");
+        let mut read = Vec::new();
+        while let Some(letter) = scan.next().await.expect("next") {
+            read.push(letter.message_id().unwrap_or_default().to_owned());
+        }
+        scan.release(&dlq.connection).await.expect("release");
+        assert_eq!(read, ids(&letters), "round {round}");
+    }
+    assert_eq!(dlq.dead_ids().await, ids(&letters));
+    dlq.queues.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_that_cannot_happen_returns_everything() {
+    // Too large to keep in memory: returned as usual, counted up by one.
+    let dlq = Dlq::start("dlq_renew_large").await;
+    let letters: Vec<Letter> = (0..4).map(|_| letter("contract")).collect();
+    dlq.bury(&letters).await;
+    let small = ScanLimits { renew_at: 0, retain_bytes: 10 };
+    let mut scan = DeadLetterScan::open_with(&dlq.connection, &dlq.queues.topology, small).await.expect("scan");
+    while scan.next().await.expect("next").is_some() {}
+    let released = scan.release(&dlq.connection).await.expect("release");
+    assert!(matches!(released.renewal, Renewal::TooLarge), "{released:?}");
+    let mut scan = DeadLetterScan::open_with(&dlq.connection, &dlq.queues.topology, small).await.expect("scan");
+    while let Some(letter) = scan.next().await.expect("next") {
+        assert_eq!(letter.delivery_count(), 1, "returned, not renewed");
+    }
+    scan.release(&dlq.connection).await.expect("release");
+    assert_eq!(dlq.dead_ids().await, ids(&letters));
+    dlq.queues.delete().await;
+
+    // The copies cannot be published (their connection is gone): every original is returned, in order.
+    let dlq = Dlq::start("dlq_renew_failed").await;
+    dlq.bury(&letters).await;
+    let always = ScanLimits { renew_at: 0, ..ScanLimits::default() };
+    let mut scan = DeadLetterScan::open_with(&dlq.connection, &dlq.queues.topology, always).await.expect("scan");
+    while scan.next().await.expect("next").is_some() {}
+    let gone = quern_queue::connect(&quern_testkit::amqp_url(), "quern-test-gone").await.expect("connect");
+    gone.close(200, "gone".into()).await.expect("close");
+    let released = scan.release(&gone).await.expect("release");
+    assert!(matches!(released.renewal, Renewal::Failed { renewed: 0, .. }), "{released:?}");
+    assert_eq!(dlq.dead_ids().await, ids(&letters), "nothing lost, nothing doubled, in order");
+    dlq.queues.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queues_have_exactly_the_documented_arguments() {
+    let dlq = Dlq::start("dlq_args").await;
+    let topology = &dlq.queues.topology;
+    let tiers = quern_testkit::TEST_RETRY_TIERS;
+    quern_queue::declare_retry_queues(&dlq.channel, topology, tiers).await.expect("retry queues");
+    let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+
+    // The broker compares every quorum-queue argument on a redeclare: agreeing proves they are these.
+    let mut expected = vec![
+        (topology.dead_queue(), quern_queue::dead_queue_arguments()),
+        (topology.ingest_queue(), quern_queue::ingest_queue_arguments(topology, QueueArguments::default())),
+    ];
+    expected.extend(tiers.iter().map(|t| (topology.retry_queue(*t), quern_queue::retry_queue_arguments(topology, *t))));
+    for (queue, args) in expected {
+        let channel = dlq.connection.create_channel().await.expect("channel");
+        channel.queue_declare(queue.as_str().into(), durable, args).await.unwrap_or_else(|e| panic!("{queue}: {e}"));
+    }
+
+    // ... and the dead queue has no delivery limit, the ingest queue no other one than 20.
+    let refused = [
+        (topology.dead_queue(), quorum_with_delivery_limit(-1)),
+        (topology.dead_queue(), quorum_with_delivery_limit(20)),
+        (topology.ingest_queue(), quern_queue::ingest_queue_arguments(topology, QueueArguments { delivery_limit: 21 })),
+    ];
+    for (queue, args) in refused {
+        let channel = dlq.connection.create_channel().await.expect("channel");
+        let error = channel.queue_declare(queue.as_str().into(), durable, args).await.expect_err("refused");
+        assert!(is_precondition_failed(&error), "{queue}: {error}");
+    }
+    dlq.queues.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_declared_by_earlier_releases_still_work() {
+    // Written out by hand, as releases before this one declared them, so a drift in topology.rs shows here.
+    let dlq = Dlq::connect("dlq_old").await;
+    let topology = &dlq.queues.topology;
+    let text = |v: &str| AMQPValue::LongString(LongString::from(v));
+    let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+    for (exchange, kind) in
+        [(topology.work_exchange(), ExchangeKind::Direct), (topology.dead_exchange(), ExchangeKind::Fanout)]
+    {
+        dlq.channel
+            .exchange_declare(exchange.as_str().into(), kind, durable, FieldTable::default())
+            .await
+            .expect("exchange");
+    }
+    let mut dead = FieldTable::default();
+    dead.insert("x-queue-type".into(), text("quorum"));
+    let mut ingest = FieldTable::default();
+    ingest.insert("x-queue-type".into(), text("quorum"));
+    ingest.insert("x-delivery-limit".into(), AMQPValue::LongInt(20));
+    ingest.insert("x-dead-letter-exchange".into(), text(&topology.dead_exchange()));
+    ingest.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+    ingest.insert("x-overflow".into(), text("reject-publish"));
+    let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+    for (queue, args) in [(topology.dead_queue(), dead), (topology.ingest_queue(), ingest)] {
+        dlq.channel.queue_declare(queue.as_str().into(), durable, args).await.expect("old queue");
+    }
+    let bind = |queue: String, exchange: String, key: &'static str| {
+        let channel = dlq.channel.clone();
+        async move {
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    exchange.as_str().into(),
+                    key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("bind")
+        }
+    };
+    bind(topology.dead_queue(), topology.dead_exchange(), "").await;
+    bind(topology.ingest_queue(), topology.work_exchange(), "ingest").await;
+    let old = letter("contract");
+    dlq.bury(std::slice::from_ref(&old)).await;
+
+    let channel = dlq.connection.create_channel().await.expect("channel");
+    quern_queue::declare_topology(&channel, topology, QueueArguments::default()).await.expect("redeclared as before");
+    let listed = json(&dlq.quern(&["list", "--json"]).await);
+    assert_eq!(listed[0]["id"], old.id.as_str());
+    assert_eq!(dlq.dead_ids().await, [old.id]);
     dlq.queues.delete().await;
 }

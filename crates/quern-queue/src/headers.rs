@@ -29,11 +29,23 @@ pub const REPLAY_COUNT: &str = "quern-replay-count";
 pub const REPLAYED_AT_MS: &str = "quern-replayed-at-ms";
 /// When the message entered the dead-letter queue, in milliseconds since the Unix epoch.
 pub const DEAD_AT_MS: &str = "quern-dead-at-ms";
+/// When `quern dlq` last replaced the message in the dead-letter queue by a fresh copy (so the broker's
+/// delivery count starts again), in milliseconds since the Unix epoch; see `dead_letters`.
+pub const RENEWED_AT_MS: &str = "quern-renewed-at-ms";
 
 /// Headers that describe one trip through the dead-letter queue; a replay removes them (and resets
 /// [`ATTEMPTS`]) so the replayed job starts afresh, keeping only [`REPLAY_COUNT`].
-pub const DEAD_LETTER_HEADERS: &[&str] =
-    &[ATTEMPTS, REASON_CLASS, REASON, ERROR, WORKER_ID, FIRST_FAILURE_AT_MS, LAST_FAILURE_AT_MS, DEAD_AT_MS];
+pub const DEAD_LETTER_HEADERS: &[&str] = &[
+    ATTEMPTS,
+    REASON_CLASS,
+    REASON,
+    ERROR,
+    WORKER_ID,
+    FIRST_FAILURE_AT_MS,
+    LAST_FAILURE_AT_MS,
+    DEAD_AT_MS,
+    RENEWED_AT_MS,
+];
 
 /// Sets a string header.
 pub fn set_str(table: &mut FieldTable, key: &str, value: &str) {

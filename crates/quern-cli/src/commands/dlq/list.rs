@@ -7,7 +7,9 @@ use quern_queue::dead_letters::{DeadLetter, DeadLetterScan, SCAN_CAP};
 use serde_json::Value;
 
 use super::args::ListArgs;
+use super::report::note_release;
 use super::view::{now_ms, short_age, truncate, LetterView};
+use crate::output::outln;
 
 pub async fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
     let connection = super::connect(&args.broker).await?;
@@ -22,9 +24,9 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
     .await?;
     let _ = connection.close(200, "list done".into()).await;
     if args.json {
-        println!("{}", Value::Array(views.iter().map(LetterView::to_json).collect()));
+        outln!("{}", Value::Array(views.iter().map(LetterView::to_json).collect()))?;
     } else {
-        print_table(&views);
+        print_table(&views)?;
         eprintln!("{} of {read} dead letters shown", views.len());
     }
     if left_unread > 0 {
@@ -33,8 +35,9 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads the whole dead-letter queue (up to [`SCAN_CAP`]), calling `visit` for each message, and gives every
-/// message back in its order. Returns how many were read and how many were left unread.
+/// Reads the whole dead-letter queue (up to [`SCAN_CAP`]), calling `visit` for each message, and keeps every
+/// message in its order (returned, or renewed once the broker's delivery count gets high: see
+/// `quern_queue::dead_letters`). Returns how many were read and how many were left unread.
 pub async fn read_all(
     connection: &quern_queue::lapin::Connection,
     topology: &quern_core::Topology,
@@ -43,20 +46,19 @@ pub async fn read_all(
     let mut scan = DeadLetterScan::open(connection, topology).await?;
     let walked: anyhow::Result<()> = async {
         while let Some(letter) = scan.next().await? {
-            scan.hold(letter.delivery_tag);
             visit(&letter);
         }
         Ok(())
     }
     .await;
     let counts = (scan.read(), scan.left_unread());
-    let released = scan.release().await;
+    let released = scan.release(connection).await;
     walked?;
-    released?;
+    note_release(&released?);
     Ok(counts)
 }
 
-fn print_table(views: &[LetterView]) {
+fn print_table(views: &[LetterView]) -> anyhow::Result<()> {
     let header = ["ID", "REASON", "CLASS", "ATTEMPTS", "AGE", "COLLECTION", "DOCUMENT", "ERROR"];
     let rows: Vec<[String; 8]> = views
         .iter()
@@ -83,10 +85,11 @@ fn print_table(views: &[LetterView]) {
     }
     let line = |cells: Vec<&str>| {
         let padded: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", padded.join("  ").trim_end());
+        outln!("{}", padded.join("  ").trim_end())
     };
-    line(header.to_vec());
+    line(header.to_vec())?;
     for row in &rows {
-        line(row.iter().map(String::as_str).collect());
+        line(row.iter().map(String::as_str).collect())?;
     }
+    Ok(())
 }

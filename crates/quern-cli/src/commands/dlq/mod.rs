@@ -4,8 +4,9 @@
 //! - [`list`] and [`show`] read only: every message read goes back to its place;
 //! - [`sweep`] is the loop [`replay`] and [`purge`] share; [`report`] prints the summary and the audit line.
 //!
-//! The broker side (reading with `basic.get`, giving back in order, replay headers) is
-//! `quern_queue::dead_letters`.
+//! The broker side (reading with one consumer, keeping what stays in its order, renewing messages before a
+//! broker's delivery limit could drop them, replay headers) is `quern_queue::dead_letters`; why it is built that
+//! way for RabbitMQ 3.x and 4.x is docs/brokers.md.
 
 mod args;
 mod filter;

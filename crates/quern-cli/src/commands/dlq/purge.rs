@@ -38,7 +38,6 @@ pub async fn take(
     summary: &mut Summary,
 ) -> anyhow::Result<()> {
     if dry_run {
-        scan.hold(tag);
         summary.record(seq, view, Outcome::Would, None);
     } else {
         scan.remove(tag).await?;

@@ -116,14 +116,12 @@ impl Replayer {
         let tag = letter.delivery_tag;
         let replays = letter.replay_count();
         if replays >= self.max_replays && !self.force {
-            scan.hold(tag);
             let why = format!("already replayed {replays} times (cap {}; --force replays anyway)", self.max_replays);
             summary.record(seq, view, Outcome::Refused, Some(why));
             return Ok(true);
         }
         let target = letter.replay_target(&self.topology, self.to_queue.as_deref());
         let Some(channel) = &self.channel else {
-            scan.hold(tag);
             summary.record(
                 seq,
                 view,
@@ -139,7 +137,6 @@ impl Replayer {
         match quern_queue::publish(channel, &target.exchange, &target.routing_key, &letter.body, properties).await {
             Ok(pending) => self.in_flight.push_back(InFlight { seq, tag, view: view.clone(), pending }),
             Err(error) => {
-                scan.hold(tag);
                 summary.record(seq, view, Outcome::Failed, Some(error.to_string()));
                 return Ok(false);
             }
@@ -170,7 +167,6 @@ impl Replayer {
                 Ok(true)
             }
             Err(error) => {
-                scan.hold(tag);
                 summary.record(seq, &view, Outcome::Failed, Some(error.to_string()));
                 Ok(false)
             }

@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use quern_queue::dead_letters::SCAN_CAP;
+use quern_queue::dead_letters::{Released, Renewal, RETAIN_BYTES, SCAN_CAP};
 use serde_json::{json, Value};
 
 use super::view::{now_ms, rfc3339, LetterView};
+use crate::output::{self, outln};
 
 /// Exit status when some messages were refused by the replay cap.
 pub const SOME_REFUSED: u8 = 5;
@@ -162,6 +163,46 @@ impl Summary {
     }
 }
 
+/// Tells the operator, on stderr, when the messages kept were renewed or should have been and were not.
+pub fn note_release(released: &Released) {
+    let (kept, highest) = (released.kept, released.highest_delivery_count);
+    match &released.renewal {
+        Renewal::NotDue => {}
+        Renewal::Done => eprintln!(
+            "quern: renewed {kept} dead letters (RabbitMQ had given some out {highest} times): fresh copies in the \
+             same order restart the count a delivery limit is checked against (docs/brokers.md)"
+        ),
+        Renewal::TooLarge => eprintln!(
+            "quern: warning: {kept} dead letters, given out up to {highest} times, are over {} MiB together, too large \
+             to renew in one run; a broker with a delivery limit (RabbitMQ 4: 20 by default) drops a message given \
+             out more often: replay or purge some of them, or see docs/brokers.md",
+            RETAIN_BYTES / (1024 * 1024)
+        ),
+        Renewal::Failed { renewed, error } => eprintln!(
+            "quern: warning: renewing dead letters stopped after {renewed} of {kept}: {error}; the others were \
+             returned as they were, none was lost"
+        ),
+    }
+}
+
+/// The per-message lines and the summary, on stdout.
+fn print_summary(summary: &Summary, user: &str, at: &str, error: Option<&str>, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return outln!("{}", summary.to_json(user, at, error));
+    }
+    for line in &summary.lines {
+        let detail = line.detail.as_deref().map(|d| format!("\t{d}")).unwrap_or_default();
+        outln!("{}\t{}\t{}{detail}", summary.outcome_name(line.outcome), line.id, line.reason)?;
+    }
+    let dry = if summary.dry_run { " (dry run: nothing changed)" } else { "" };
+    outln!("{}{dry}: {}", summary.verb, summary.counts())?;
+    if !summary.by_reason.is_empty() {
+        let reasons: Vec<String> = summary.by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        outln!("by reason: {}", reasons.join(", "))?;
+    }
+    Ok(())
+}
+
 /// Prints everything about the run and turns it into an exit status; an aborting `result` error is returned
 /// after the summary and the audit line, so even a broken run leaves a record.
 pub fn finish(mut summary: Summary, result: anyhow::Result<()>, as_json: bool) -> anyhow::Result<ExitCode> {
@@ -172,20 +213,8 @@ pub fn finish(mut summary: Summary, result: anyhow::Result<()>, as_json: bool) -
         Err(e) => Some(format!("{e:#}")),
         Ok(()) => summary.first_error.clone(),
     };
-    if as_json {
-        println!("{}", summary.to_json(&user, &at, error.as_deref()));
-    } else {
-        for line in &summary.lines {
-            let detail = line.detail.as_deref().map(|d| format!("\t{d}")).unwrap_or_default();
-            println!("{}\t{}\t{}{detail}", summary.outcome_name(line.outcome), line.id, line.reason);
-        }
-        let dry = if summary.dry_run { " (dry run: nothing changed)" } else { "" };
-        println!("{}{dry}: {}", summary.verb, summary.counts());
-        if !summary.by_reason.is_empty() {
-            let reasons: Vec<String> = summary.by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect();
-            println!("by reason: {}", reasons.join(", "));
-        }
-    }
+    // A closed stdout (`| head`) stops the printing only: the audit line and the exit status below still matter.
+    let printed = print_summary(&summary, &user, &at, error.as_deref(), as_json);
     if summary.left_unread > 0 {
         eprintln!(
             "quern: stopped after reading {SCAN_CAP} messages; {} more were not read (run again to reach them)",
@@ -215,6 +244,7 @@ pub fn finish(mut summary: Summary, result: anyhow::Result<()>, as_json: bool) -
         summary.options,
         summary.audit_counts()
     );
+    output::closed_is_fine(printed)?;
     result?;
     if let Some(error) = error {
         eprintln!("quern: {error} (the message stays in the dead-letter queue)");

@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 use super::args::ShowArgs;
 use super::list::read_all;
 use super::view::{now_ms, rfc3339, LetterView};
+use crate::output::outln;
 
 /// Exit status when no dead letter has that id (as `quern status` for an unknown job).
 const NOT_FOUND: u8 = 4;
@@ -48,29 +49,30 @@ pub async fn run(args: ShowArgs) -> anyhow::Result<ExitCode> {
             "body_encoding": encoding,
             "body_bytes": letter.body.len(),
         });
-        println!("{value}");
+        outln!("{value}")?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("properties:");
-    print_object(&properties);
-    println!("headers:");
-    print_object(&headers);
+    outln!("properties:")?;
+    print_object(&properties)?;
+    outln!("headers:")?;
+    print_object(&headers)?;
     match text {
-        Some(text) => println!("body ({} bytes, UTF-8):\n{text}", letter.body.len()),
-        None => println!("body ({} bytes, not valid UTF-8; base64):\n{}", letter.body.len(), base64(&letter.body)),
+        Some(text) => outln!("body ({} bytes, UTF-8):\n{text}", letter.body.len())?,
+        None => outln!("body ({} bytes, not valid UTF-8; base64):\n{}", letter.body.len(), base64(&letter.body))?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Prints `key: value` lines; times in ms get their RFC 3339 form, continuation lines are indented.
-fn print_object(value: &Value) {
+fn print_object(value: &Value) -> anyhow::Result<()> {
     for (key, value) in value.as_object().into_iter().flatten() {
         let mut shown = value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
         if let Some(at) = value.as_i64().filter(|_| key.ends_with("-at-ms")).and_then(rfc3339) {
             shown = format!("{shown} ({at})");
         }
-        println!("  {key}: {}", shown.replace('\n', "\n    "));
+        outln!("  {key}: {}", shown.replace('\n', "\n    "))?;
     }
+    Ok(())
 }
 
 fn properties_json(p: &BasicProperties) -> Value {

@@ -1,5 +1,5 @@
 //! The loop `replay` and `purge` share: read the dead-letter queue to its end, act on the selected messages,
-//! hold every other one, then give the held ones back in their order.
+//! hold every other one, then keep the held ones in their order (returned, or renewed: `quern_queue::dead_letters`).
 //!
 //! After `--limit` selections, or after a failed publish, the loop keeps reading without selecting: a message
 //! given back goes to the tail of a RabbitMQ 3.x quorum queue, so stopping early would put the messages read
@@ -12,7 +12,7 @@ use quern_queue::lapin::Connection;
 use super::args::ActArgs;
 use super::purge;
 use super::replay::Replayer;
-use super::report::Summary;
+use super::report::{note_release, Summary};
 use super::view::{now_ms, LetterView};
 
 /// What the run does with each selected message.
@@ -64,10 +64,10 @@ pub async fn sweep(
     let settled = act.finish(&mut scan, summary).await;
     summary.read = scan.read();
     summary.left_unread = scan.left_unread();
-    let released = scan.release().await;
+    let released = scan.release(connection).await;
     walked?;
     settled?;
-    released?;
+    note_release(&released?);
     Ok(())
 }
 
@@ -76,15 +76,12 @@ async fn walk(scan: &mut DeadLetterScan, args: &ActArgs, act: &mut Act, summary:
     let limit = args.limit as usize;
     let mut selecting = true;
     while let Some(letter) = scan.next().await? {
-        let tag = letter.delivery_tag;
         if !selecting {
-            scan.hold(tag);
             summary.unexamined += 1;
             continue;
         }
         let view = LetterView::new(&letter, now);
         if !args.filters.matches(&view) {
-            scan.hold(tag);
             summary.skipped += 1;
             continue;
         }
