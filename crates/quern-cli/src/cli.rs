@@ -36,7 +36,8 @@ pub enum Command {
         #[arg(required = true)]
         document_ids: Vec<String>,
     },
-    /// Show what happened to a job; without a job id, an overview: each queue's depth and recent jobs by status.
+    /// Show what happened to a job; without a job id, an overview of one queue prefix (`--queue-prefix`): each
+    /// queue's depth and the prefix's recent jobs by status.
     Status {
         #[command(flatten)]
         broker: BrokerArgs,
@@ -111,7 +112,8 @@ pub struct EnqueueArgs {
     /// After enqueueing, show a progress bar until every job has succeeded or died (needs the database).
     #[arg(long)]
     pub wait: bool,
-    /// Give up waiting after this many seconds (exit status 3).
+    /// How long to ride out RabbitMQ or Postgres being unavailable: publishing gives up this many seconds after
+    /// it started (exit status 1), waiting this many seconds after it started (exit status 3).
     #[arg(long, default_value_t = 600)]
     pub wait_timeout_secs: u64,
     /// Print each job id with its document id.

@@ -1,6 +1,7 @@
-//! The `quern` binary against the real services: migrate, enqueue a directory tree, status, search, bad flags.
+//! The `quern` binary against the real services: migrate, enqueue a directory tree, status, search, bad flags,
+//! and a closed stdout (`quern ... | head`) ending a command quietly.
 
-use std::process::Output;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use clap::Parser;
@@ -27,19 +28,23 @@ impl Env {
         }
     }
 
-    /// Runs `quern` with the service settings in its environment, as an operator's shell would have them.
-    async fn quern(&self, args: &[&str]) -> Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_quern"))
+    /// `quern` with the service settings in its environment, as an operator's shell would have them.
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_quern"));
+        command
             .args(args)
             .env("QUERN_AMQP_URL", quern_testkit::amqp_url())
             .env("QUERN_QUEUE_PREFIX", self.queues.topology.prefix())
             .env("QUERN_DATABASE_URL", &self.db.url)
             .env("QUERN_EMBEDDING_URL", self.embedder.url())
             .env("QUERN_EMBEDDING_DIM", TEST_DIM.to_string())
-            .env_remove("QUERN_COLLECTION")
-            .output()
-            .await
-            .expect("run quern")
+            .env_remove("QUERN_COLLECTION");
+        command
+    }
+
+    /// Runs `quern` to its end.
+    async fn quern(&self, args: &[&str]) -> Output {
+        self.command(args).output().await.expect("run quern")
     }
 }
 
@@ -52,7 +57,7 @@ async fn migrate_enqueue_wait_status_and_search() {
     let env = Env::start("cli").await;
     let first = env.quern(&["migrate"]).await;
     assert!(first.status.success(), "{first:?}");
-    assert!(stdout(&first).contains("applied migrations [1, 2]"), "{}", stdout(&first));
+    assert!(stdout(&first).contains("applied migrations [1, 2, 3]"), "{}", stdout(&first));
     let second = env.quern(&["migrate"]).await;
     assert!(second.status.success());
     assert!(stdout(&second).contains("up to date"), "migrate is idempotent");
@@ -153,5 +158,72 @@ async fn bad_flags_are_named_in_the_error() {
     let stdin_without_id = env.quern(&["enqueue", "-", "--collection", "c"]).await;
     assert!(!stdin_without_id.status.success());
     assert!(String::from_utf8_lossy(&stdin_without_id.stderr).contains("--document-id"));
+    env.db.drop_database().await;
+}
+
+/// Runs `quern args` with its stdout a pipe the test closes after reading `lines_read` lines (0: before the
+/// command can have written anything, since it first has to reach the services).
+async fn with_stdout_closed_after(env: &Env, args: &[&str], lines_read: usize) -> (Option<i32>, String) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = env.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn quern");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    for _ in 0..lines_read {
+        let mut line = String::new();
+        stdout.read_line(&mut line).await.expect("read a line");
+        assert!(!line.is_empty(), "quern printed fewer than {lines_read} lines");
+    }
+    drop(stdout);
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("quern ends")
+        .expect("wait for quern");
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_a_command_quietly() {
+    let env = Env::start("clipipe").await;
+    assert!(env.quern(&["migrate"]).await.status.success());
+
+    // `quern delete | head -1`: 2,000 lines of about 60 bytes overflow the pipe's buffer, so the reader going away
+    // after the first line is certain to be seen by a later write.
+    let ids: Vec<String> = (0..2000).map(|i| format!("a-fairly-long-document-id-{i:05}")).collect();
+    let mut args = vec!["delete", "--collection", "docs"];
+    args.extend(ids.iter().map(String::as_str));
+    let (code, stderr) = with_stdout_closed_after(&env, &args, 1).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "nothing to say, least of all a panic: {stderr}");
+
+    for args in [vec!["status"], vec!["status", "--json"], vec!["index", "status"]] {
+        let (code, stderr) = with_stdout_closed_after(&env, &args, 0).await;
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    // Enqueueing is the point of `quern enqueue --print-ids`, its output is not: every batch is still published.
+    let corpus = std::env::temp_dir().join(quern_testkit::unique_name("quern_cli_pipe_corpus"));
+    std::fs::create_dir_all(&corpus).expect("mkdir");
+    for i in 0..30 {
+        std::fs::write(corpus.join(format!("doc-{i:02}.txt")), format!("document number {i}")).expect("write");
+    }
+    let corpus_arg = corpus.to_string_lossy().into_owned();
+    let ready_before = env.queues.ready_count(&env.queues.topology.ingest_queue()).await;
+    let enqueue = ["enqueue", &corpus_arg, "--collection", "docs", "--print-ids", "--batch", "10"];
+    let (code, stderr) = with_stdout_closed_after(&env, &enqueue, 0).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(env.queues.ready_count(&env.queues.topology.ingest_queue()).await, ready_before + 30);
+    let _ = std::fs::remove_dir_all(&corpus);
+
+    // Stopping early hides no failure: the half of the overview that did not answer is still reported, status 1.
+    let nowhere = "postgres://postgres@127.0.0.1:1/postgres";
+    let (code, stderr) = with_stdout_closed_after(&env, &["status", "--database-url", nowhere], 0).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("jobs:") && !stderr.contains("panicked"), "{stderr}");
+    let unknown_job = uuid::Uuid::new_v4().to_string();
+    let (code, stderr) = with_stdout_closed_after(&env, &["status", &unknown_job], 0).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    env.queues.delete().await;
     env.db.drop_database().await;
 }

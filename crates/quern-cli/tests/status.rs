@@ -1,10 +1,14 @@
 //! `quern status` without a job id against the real services: queue depths and consumers, jobs by status over a
-//! window, the commonest reasons jobs died, and each half still printed when the other service is down.
+//! window, both scoped to one queue prefix, the commonest reasons jobs died, and each half still printed when the
+//! other service is down.
 
 use std::process::Output;
 
+use clap::Parser;
+use quern_core::Outcome;
 use quern_producer::{Job, Producer, ProducerConfig};
 use quern_testkit::{TestDatabase, TestQueues, TEST_DIM, TEST_RETRY_TIERS};
+use quern_worker::{Pipeline, WorkerConfig};
 use serde_json::{json, Value};
 
 /// Where nothing listens.
@@ -36,15 +40,25 @@ fn json_of(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(output)))
 }
 
-/// Inserts `count` jobs in `status`, last updated `ago_secs` ago.
-async fn insert_jobs(db: &TestDatabase, status: &str, error: Option<&str>, ago_secs: f64, count: i32) {
+/// Inserts `count` jobs of `queues` (`None`: of no prefix, as workers before migration 3 wrote them) in `status`,
+/// last updated `ago_secs` ago.
+async fn insert_jobs(
+    db: &TestDatabase,
+    queues: Option<&TestQueues>,
+    status: &str,
+    error: Option<&str>,
+    ago_secs: f64,
+    count: i32,
+) {
+    let prefix = queues.map(|queues| queues.topology.prefix());
     db.client()
         .await
         .execute(
-            "INSERT INTO quern_jobs (job_id, collection, document_id, status, attempts, last_error, updated_at)
-             SELECT gen_random_uuid(), 'docs', 'doc-' || i, $1, 1, $2, now() - make_interval(secs => $3)
+            "INSERT INTO quern_jobs
+                 (job_id, collection, document_id, status, attempts, last_error, updated_at, queue_prefix)
+             SELECT gen_random_uuid(), 'docs', 'doc-' || i, $1, 1, $2, now() - make_interval(secs => $3), $5
              FROM generate_series(1, $4::int4) AS i",
-            &[&status, &error, &ago_secs, &count],
+            &[&status, &error, &ago_secs, &count, &prefix],
         )
         .await
         .expect("insert jobs");
@@ -76,15 +90,16 @@ async fn overview_shows_queue_depths_recent_jobs_and_why_jobs_died() {
     publish_three(&queues).await;
 
     let long_error = format!("embedding API refused the batch: {}", "x".repeat(200));
-    insert_jobs(&db, "queued", None, 0.0, 1).await;
-    insert_jobs(&db, "running", None, 60.0, 2).await;
-    insert_jobs(&db, "succeeded", None, 10.0, 4).await;
-    insert_jobs(&db, "failed", Some("embedding API answered 503"), 5.0, 1).await;
-    insert_jobs(&db, "dead", Some("contract: `text` is missing"), 30.0, 2).await;
-    insert_jobs(&db, "dead", Some(&long_error), 20.0, 1).await;
+    let ours = Some(&queues);
+    insert_jobs(&db, ours, "queued", None, 0.0, 1).await;
+    insert_jobs(&db, ours, "running", None, 60.0, 2).await;
+    insert_jobs(&db, ours, "succeeded", None, 10.0, 4).await;
+    insert_jobs(&db, ours, "failed", Some("embedding API answered 503"), 5.0, 1).await;
+    insert_jobs(&db, ours, "dead", Some("contract: `text` is missing"), 30.0, 2).await;
+    insert_jobs(&db, ours, "dead", Some(&long_error), 20.0, 1).await;
     // Outside the default window of 1h.
-    insert_jobs(&db, "succeeded", None, 7_200.0, 5).await;
-    insert_jobs(&db, "dead", Some("an old reason"), 7_200.0, 3).await;
+    insert_jobs(&db, ours, "succeeded", None, 7_200.0, 5).await;
+    insert_jobs(&db, ours, "dead", Some("an old reason"), 7_200.0, 3).await;
 
     let prefix = queues.topology.prefix().to_owned();
     let amqp = quern_testkit::amqp_url();
@@ -104,9 +119,12 @@ async fn overview_shows_queue_depths_recent_jobs_and_why_jobs_died() {
         ],
         "{overview}"
     );
+    assert_eq!(overview["queue_prefix"], prefix);
     assert_eq!(
         overview["jobs"],
-        json!({"window_secs": 3600, "queued": 1, "running": 2, "succeeded": 4, "failed": 1, "dead": 3})
+        json!({
+            "window_secs": 3600, "queued": 1, "running": 2, "succeeded": 4, "failed": 1, "dead": 3, "without_prefix": 0
+        })
     );
     let truncated: String = long_error.chars().take(100).collect();
     assert_eq!(
@@ -146,6 +164,7 @@ async fn overview_shows_queue_depths_recent_jobs_and_why_jobs_died() {
         assert!(text.contains(&format!("{prefix}.{queue}")), "{queue} in\n{text}");
     }
     assert!(text.contains("missing"), "{text}");
+    assert!(text.starts_with(&format!("queues and jobs of prefix `{prefix}`")), "{text}");
     assert!(text.contains("jobs updated in the last 1h"), "{text}");
     assert!(text.contains("contract: `text` is missing"), "{text}");
 
@@ -159,7 +178,7 @@ async fn each_half_prints_when_the_other_service_is_down() {
     let queues = TestQueues::new("statusdown");
     let db = TestDatabase::create(TEST_DIM).await;
     publish_three(&queues).await;
-    insert_jobs(&db, "succeeded", None, 1.0, 2).await;
+    insert_jobs(&db, Some(&queues), "succeeded", None, 1.0, 2).await;
     let prefix = queues.topology.prefix().to_owned();
     let amqp = quern_testkit::amqp_url();
 
@@ -208,5 +227,78 @@ async fn a_job_id_still_shows_one_job_and_overview_flags_are_checked() {
         assert_eq!(bad.status.code(), Some(2), "{flag} {value}: {bad:?}");
         assert!(stderr(&bad).contains(flag), "{}", stderr(&bad));
     }
+    db.drop_database().await;
+}
+
+/// A worker's pipeline consuming from `queues`' prefix, as `quern-worker --queue-prefix` builds it; jobs are fed
+/// to it directly (no consumer), which records them as the worker would.
+async fn pipeline_of(queues: &TestQueues, db: &TestDatabase) -> Pipeline {
+    let config = WorkerConfig::try_parse_from([
+        "quern-worker",
+        "--queue-prefix",
+        queues.topology.prefix(),
+        "--database-url",
+        &db.url,
+        "--embedding-dim",
+        &TEST_DIM.to_string(),
+    ])
+    .expect("worker flags");
+    let pipeline = quern_worker::consumer::build_pipeline(&config).await.expect("pipeline");
+    pipeline.with_queue_prefix(queues.topology.prefix())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_counted_for_the_queue_prefix_shown_only() {
+    quern_testkit::init_tracing();
+    let (a, b) = (TestQueues::new("statusa"), TestQueues::new("statusb"));
+    let db = TestDatabase::create(TEST_DIM).await;
+    // Deletions need no embedding; a body missing its fields is dead at once, recorded by its failure alone.
+    let (pipeline_a, pipeline_b) = (pipeline_of(&a, &db).await, pipeline_of(&b, &db).await);
+    let a_jobs: Vec<Job> = (0..2).map(|i| Job::delete("docs", format!("a-{i}"))).collect();
+    for job in &a_jobs {
+        assert!(matches!(pipeline_a.process_delivery(&job.encode(), 0).await, Outcome::Ack));
+    }
+    let malformed = format!(r#"{{"job_id": "{}", "collection": "docs"}}"#, uuid::Uuid::now_v7());
+    assert!(matches!(pipeline_a.process_delivery(malformed.as_bytes(), 0).await, Outcome::DeadLetter { .. }));
+    for i in 0..3 {
+        let job = Job::delete("docs", format!("b-{i}"));
+        assert!(matches!(pipeline_b.process_delivery(&job.encode(), 0).await, Outcome::Ack));
+    }
+    insert_jobs(&db, None, "succeeded", None, 1.0, 4).await;
+
+    let amqp = quern_testkit::amqp_url();
+    let of_a = quern(&a, &amqp, &db.url, &["status", "--json"]).await;
+    assert!(of_a.status.success(), "{of_a:?}");
+    let of_a = json_of(&of_a);
+    assert_eq!(of_a["queue_prefix"], a.topology.prefix());
+    assert_eq!(
+        of_a["jobs"],
+        json!({
+            "window_secs": 3600, "queued": 0, "running": 0, "succeeded": 2, "failed": 0, "dead": 1, "without_prefix": 4
+        })
+    );
+    let reasons = of_a["dead_reasons"].as_array().expect("reasons");
+    assert_eq!(reasons.len(), 1, "{of_a}");
+    assert!(reasons[0]["error"].as_str().is_some_and(|e| e.contains("document_id")), "{of_a}");
+    assert_eq!(of_a["queues"][0]["name"], a.topology.ingest_queue(), "the queues are of the same prefix");
+
+    let of_b = json_of(&quern(&b, &amqp, &db.url, &["status", "--json"]).await);
+    assert_eq!(of_b["jobs"]["succeeded"], 3);
+    assert_eq!(of_b["jobs"]["dead"], 0);
+    assert_eq!(of_b["dead_reasons"], json!([]));
+
+    let table = quern(&a, &amqp, &db.url, &["status"]).await;
+    let text = stdout(&table);
+    assert!(text.starts_with(&format!("queues and jobs of prefix `{}`", a.topology.prefix())), "{text}");
+    assert!(text.contains("4 jobs without a prefix"), "{text}");
+
+    let one = quern(&a, &amqp, &db.url, &["status", &a_jobs[0].job_id.to_string(), "--json"]).await;
+    assert!(one.status.success(), "{one:?}");
+    let one = json_of(&one);
+    assert_eq!(one["status"], "succeeded");
+    assert_eq!(one["queue_prefix"], a.topology.prefix());
+    let one = quern(&a, &amqp, &db.url, &["status", &a_jobs[0].job_id.to_string()]).await;
+    assert!(stdout(&one).contains(&format!("prefix      {}", a.topology.prefix())), "{}", stdout(&one));
+
     db.drop_database().await;
 }

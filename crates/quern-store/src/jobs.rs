@@ -60,6 +60,8 @@ pub struct JobRecord {
     pub document_id: Option<String>,
     /// `upsert` or `delete`, when known.
     pub op: Option<String>,
+    /// The queue prefix of the worker that last ran it; `None` for rows of workers older than migration 3.
+    pub queue_prefix: Option<String>,
     /// Where it stands.
     pub status: JobStatus,
     /// Attempts started.
@@ -103,6 +105,9 @@ impl Store {
     /// Records that an attempt starts, unless the job already succeeded, and reads what is stored about the job's
     /// document (to decide how much of a re-ingest needs new vectors) in the same round trip.
     ///
+    /// `queue_prefix` is the topology the worker consumes from, so an overview of one prefix counts its jobs
+    /// only; `None` keeps whatever the row had.
+    ///
     /// Committed without waiting for the WAL flush (`synchronous_commit` off for this one statement's
     /// transaction): a `running` row lost to a database crash costs nothing, since the job's success is
     /// upserted with its rows and the broker's attempt header, not this count, decides retries. Waiting for a
@@ -113,19 +118,21 @@ impl Store {
         collection: &str,
         document_id: &str,
         op: &str,
+        queue_prefix: Option<&str>,
     ) -> Result<JobStart, StoreError> {
         self.timed("start attempt", async {
             let client = self.client().await?;
             let statement = client
                 .prepare_cached(
                     "WITH started AS (
-                         INSERT INTO quern_jobs (job_id, collection, document_id, op, status, attempts)
-                         SELECT $1, $2, $3, $4, 'running', 1
+                         INSERT INTO quern_jobs (job_id, collection, document_id, op, status, attempts, queue_prefix)
+                         SELECT $1, $2, $3, $4, 'running', 1, $5
                          FROM (SELECT set_config('synchronous_commit', 'off', true)) AS flush_not_awaited
                          ON CONFLICT (job_id) DO UPDATE SET
                              status = CASE WHEN quern_jobs.status = 'succeeded' THEN 'succeeded' ELSE 'running' END,
                              attempts = quern_jobs.attempts
                                  + CASE WHEN quern_jobs.status = 'succeeded' THEN 0 ELSE 1 END,
+                             queue_prefix = coalesce(EXCLUDED.queue_prefix, quern_jobs.queue_prefix),
                              updated_at = now()
                          RETURNING status, attempts
                      )
@@ -136,7 +143,7 @@ impl Store {
                 .await
                 .map_err(StoreError::db("prepare start attempt"))?;
             let row = client
-                .query_one(&statement, &[&job_id, &collection, &document_id, &op])
+                .query_one(&statement, &[&job_id, &collection, &document_id, &op, &queue_prefix])
                 .await
                 .map_err(StoreError::db("start attempt"))?;
             let status: &str = row.get(0);
@@ -154,10 +161,12 @@ impl Store {
     }
 
     /// Records a failed attempt: `failed` (will be retried) or `dead` (dead-lettered), with the reason.
-    /// `collection` and `document_id` may be unknown for a malformed body.
+    /// `collection` and `document_id` may be unknown for a malformed body; `queue_prefix` is as for
+    /// [`Store::start_attempt`] (a malformed body has no attempt row, so this is where its prefix is written).
     pub async fn record_failure(
         &self,
         job_id: Uuid,
+        queue_prefix: Option<&str>,
         collection: Option<&str>,
         document_id: Option<&str>,
         status: JobStatus,
@@ -167,12 +176,13 @@ impl Store {
             let client = self.client().await?;
             client
                 .execute(
-                    "INSERT INTO quern_jobs (job_id, collection, document_id, status, attempts, last_error)
-                     VALUES ($1, $2, $3, $4, 1, $5)
+                    "INSERT INTO quern_jobs
+                         (job_id, collection, document_id, status, attempts, last_error, queue_prefix)
+                     VALUES ($1, $2, $3, $4, 1, $5, $6)
                      ON CONFLICT (job_id) DO UPDATE SET status = EXCLUDED.status, last_error = EXCLUDED.last_error,
-                         updated_at = now()
+                         queue_prefix = coalesce(EXCLUDED.queue_prefix, quern_jobs.queue_prefix), updated_at = now()
                      WHERE quern_jobs.status <> 'succeeded'",
-                    &[&job_id, &collection, &document_id, &status.as_str(), &error],
+                    &[&job_id, &collection, &document_id, &status.as_str(), &error, &queue_prefix],
                 )
                 .await
                 .map_err(StoreError::db("record failure"))?;
@@ -188,7 +198,7 @@ impl Store {
             let row = client
                 .query_opt(
                     "SELECT job_id, collection, document_id, op, status, attempts, last_error, chunk_count,
-                            created_at, updated_at
+                            created_at, updated_at, queue_prefix
                      FROM quern_jobs WHERE job_id = $1",
                     &[&job_id],
                 )
@@ -199,6 +209,7 @@ impl Store {
                 collection: row.get(1),
                 document_id: row.get(2),
                 op: row.get(3),
+                queue_prefix: row.get(10),
                 status: JobStatus::parse(row.get(4)).unwrap_or(JobStatus::Running),
                 attempts: row.get(5),
                 last_error: row.get(6),

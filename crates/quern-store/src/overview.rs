@@ -1,4 +1,5 @@
-//! Recent jobs at a glance, for operators: how many are in each status, and why the dead ones died.
+//! Recent jobs of one queue prefix at a glance, for operators: how many are in each status, and why the dead ones
+//! died. Scoped like the queues `quern status` shows beside them, since several prefixes may share a database.
 
 use std::time::Duration;
 
@@ -9,9 +10,11 @@ pub const TOP_DEAD_REASONS: i64 = 5;
 /// Characters of `last_error` kept: reasons that differ only further on are counted together.
 pub const REASON_CHARS: i32 = 100;
 
-/// Jobs last updated within a window, by status.
+/// Jobs of one queue prefix last updated within a window, by status.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobOverview {
+    /// The queue prefix counted: jobs whose worker consumed from `<prefix>.ingest`.
+    pub queue_prefix: String,
     /// The window counted: jobs whose `updated_at` is at most this old.
     pub window: Duration,
     /// Enqueued, not yet picked up (only tools that choose to write this status).
@@ -26,6 +29,9 @@ pub struct JobOverview {
     pub dead: u64,
     /// The commonest reasons among the dead jobs, most frequent first (ties: most recent first).
     pub dead_reasons: Vec<DeadReason>,
+    /// Jobs in the window recorded without a prefix (by workers older than migration 3), counted in no status
+    /// above: they could belong to any prefix.
+    pub without_prefix: u64,
 }
 
 /// One reason jobs died, and how many died of it.
@@ -38,23 +44,28 @@ pub struct DeadReason {
 }
 
 impl Store {
-    /// Counts of jobs by status among those updated within `window`, with the top reasons of the dead ones.
-    pub async fn job_overview(&self, window: Duration) -> Result<JobOverview, StoreError> {
+    /// Counts of jobs of `queue_prefix` by status among those updated within `window`, with the top reasons of
+    /// the dead ones.
+    pub async fn job_overview(&self, window: Duration, queue_prefix: &str) -> Result<JobOverview, StoreError> {
         self.timed("job overview", async {
             let client = self.client().await?;
             let window_secs = window.as_secs_f64();
             let counts = client
                 .query(
-                    "SELECT status, count(*) FROM quern_jobs
+                    "SELECT status, count(*) FILTER (WHERE queue_prefix = $2),
+                            count(*) FILTER (WHERE queue_prefix IS NULL)
+                     FROM quern_jobs
                      WHERE updated_at >= now() - make_interval(secs => $1)
+                       AND (queue_prefix = $2 OR queue_prefix IS NULL)
                      GROUP BY status",
-                    &[&window_secs],
+                    &[&window_secs, &queue_prefix],
                 )
                 .await
                 .map_err(StoreError::db("count jobs by status"))?;
-            let mut overview = JobOverview { window, ..JobOverview::default() };
+            let mut overview = JobOverview { queue_prefix: queue_prefix.to_owned(), window, ..JobOverview::default() };
             for row in counts {
                 let count = row.get::<_, i64>(1) as u64;
+                overview.without_prefix += row.get::<_, i64>(2) as u64;
                 match row.get::<_, &str>(0) {
                     "queued" => overview.queued = count,
                     "running" => overview.running = count,
@@ -67,11 +78,11 @@ impl Store {
             let reasons = client
                 .query(
                     "SELECT left(last_error, $2), count(*) FROM quern_jobs
-                     WHERE status = 'dead' AND updated_at >= now() - make_interval(secs => $1)
+                     WHERE status = 'dead' AND updated_at >= now() - make_interval(secs => $1) AND queue_prefix = $4
                      GROUP BY 1
                      ORDER BY count(*) DESC, max(updated_at) DESC
                      LIMIT $3",
-                    &[&window_secs, &REASON_CHARS, &TOP_DEAD_REASONS],
+                    &[&window_secs, &REASON_CHARS, &TOP_DEAD_REASONS, &queue_prefix],
                 )
                 .await
                 .map_err(StoreError::db("top dead-job reasons"))?;

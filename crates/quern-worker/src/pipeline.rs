@@ -30,6 +30,9 @@ pub struct Pipeline {
     retry: RetryPolicy,
     /// How documents are cut, stored with each so a change of settings re-embeds.
     chunking: String,
+    /// The topology prefix this worker consumes from, recorded on each job row so `quern status` can count the
+    /// jobs of one prefix; `None` (a pipeline nobody told) records none.
+    queue_prefix: Option<std::sync::Arc<str>>,
 }
 
 /// Why an attempt failed.
@@ -85,7 +88,22 @@ impl Pipeline {
     ) -> Pipeline {
         let chunking = format!("chars:{}:{}", chunker.max_chars(), chunker.overlap_chars());
         let committer = GroupCommitter::new(store.clone(), writes);
-        Pipeline { chunker: std::sync::Arc::new(chunker), embedder, store, committer, limits, retry, chunking }
+        Pipeline {
+            chunker: std::sync::Arc::new(chunker),
+            embedder,
+            store,
+            committer,
+            limits,
+            retry,
+            chunking,
+            queue_prefix: None,
+        }
+    }
+
+    /// Records `prefix`, the topology prefix the jobs are consumed from, on each job's row.
+    pub fn with_queue_prefix(mut self, prefix: &str) -> Pipeline {
+        self.queue_prefix = Some(prefix.into());
+        self
     }
 
     /// The store the pipeline writes to.
@@ -145,15 +163,16 @@ impl Pipeline {
     }
 
     async fn process_job(&self, job: &Job, failed_attempts: u32) -> Outcome {
-        let stored =
-            match self.store.start_attempt(job.job_id, &job.collection, &job.document_id, job.op.as_str()).await {
-                Ok(JobStart::AlreadySucceeded) => {
-                    tracing::info!("job already succeeded (redelivery); acknowledging");
-                    return Outcome::Ack;
-                }
-                Ok(JobStart::Run { stored, .. }) => stored,
-                Err(error) => return self.fail(job, JobFailure::Store(error), failed_attempts).await,
-            };
+        let prefix = self.queue_prefix.as_deref();
+        let started = self.store.start_attempt(job.job_id, &job.collection, &job.document_id, job.op.as_str(), prefix);
+        let stored = match started.await {
+            Ok(JobStart::AlreadySucceeded) => {
+                tracing::info!("job already succeeded (redelivery); acknowledging");
+                return Outcome::Ack;
+            }
+            Ok(JobStart::Run { stored, .. }) => stored,
+            Err(error) => return self.fail(job, JobFailure::Store(error), failed_attempts).await,
+        };
         let version = job_version(job);
         let result = match job.op {
             JobOp::Delete => {
@@ -310,7 +329,9 @@ impl Pipeline {
     async fn record(&self, job_id: uuid::Uuid, job: Option<&Job>, status: JobStatus, error: &str) {
         let collection = job.map(|j| j.collection.as_str());
         let document_id = job.map(|j| j.document_id.as_str());
-        if let Err(store_error) = self.store.record_failure(job_id, collection, document_id, status, error).await {
+        let prefix = self.queue_prefix.as_deref();
+        let recorded = self.store.record_failure(job_id, prefix, collection, document_id, status, error).await;
+        if let Err(store_error) = recorded {
             tracing::warn!(%job_id, error = %store_error, "could not record the job's failure");
         }
     }

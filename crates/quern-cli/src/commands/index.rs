@@ -12,6 +12,8 @@ use quern_store::{
 use quern_worker::config::DatabaseArgs;
 use serde_json::json;
 
+use crate::output::outln;
+
 /// Exit status of a setting out of range.
 const USAGE: u8 = 2;
 
@@ -73,9 +75,9 @@ async fn show_status(database: &DatabaseArgs, as_json: bool) -> anyhow::Result<E
     let store = Store::connect(&database.store_config())?;
     let status = store.vector_index_status().await.context("reading the vector index")?;
     if as_json {
-        println!("{}", status_json(&status));
+        outln!("{}", status_json(&status))?;
     } else {
-        print_status(&status);
+        print_status(&status)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -93,33 +95,33 @@ fn status_json(status: &VectorIndexStatus) -> serde_json::Value {
     })
 }
 
-fn print_status(status: &VectorIndexStatus) {
+fn print_status(status: &VectorIndexStatus) -> anyhow::Result<()> {
     match (&status.index, &status.running_build) {
-        (None, _) => println!(
+        (None, _) => outln!(
             "no vector index: search scans every chunk exactly (slower on large tables); `quern index create` builds it"
-        ),
-        (Some(index), _) if index.valid => println!("{}: valid, {}", index.name, HumanBytes(index.size_bytes)),
+        )?,
+        (Some(index), _) if index.valid => outln!("{}: valid, {}", index.name, HumanBytes(index.size_bytes))?,
         (Some(index), Some(build)) => {
-            println!("{}: being built by backend {} ({})", index.name, build.pid, build.phase);
+            outln!("{}: being built by backend {} ({})", index.name, build.pid, build.phase)?;
         }
-        (Some(index), None) => println!(
+        (Some(index), None) => outln!(
             "{}: INVALID, left by a failed build: search ignores it but writes still update it; \
              `quern index create` replaces it, `quern index drop` removes it",
             index.name
-        ),
+        )?,
     }
     if let Some(index) = &status.index {
-        println!("  {}", index.definition);
+        outln!("  {}", index.definition)?;
     }
-    println!("chunks: {}", status.chunk_rows);
+    outln!("chunks: {}", status.chunk_rows)
 }
 
 async fn drop_index(database: &DatabaseArgs) -> anyhow::Result<ExitCode> {
     let store = Store::connect(&database.store_config())?;
     if store.drop_vector_index().await.context("dropping the vector index")? {
-        println!("dropped the vector index; search scans exactly until `quern index create` builds it again");
+        outln!("dropped the vector index; search scans exactly until `quern index create` builds it again")?;
     } else {
-        println!("no vector index to drop");
+        outln!("no vector index to drop")?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -145,23 +147,23 @@ async fn create_index(args: CreateArgs) -> anyhow::Result<ExitCode> {
     match outcome {
         Ok(IndexCreation::Created { index, duration, replaced_invalid }) => {
             if replaced_invalid {
-                println!("dropped an invalid index left by a failed build");
+                outln!("dropped an invalid index left by a failed build")?;
             }
-            println!(
+            outln!(
                 "built {} (m = {}, ef_construction = {}) over {rows} chunks in {:.1}s; size {}",
                 index.name,
                 args.m,
                 args.ef_construction,
                 duration.as_secs_f64(),
                 HumanBytes(index.size_bytes)
-            );
+            )?;
         }
         Ok(IndexCreation::AlreadyExists(index)) => {
-            println!(
+            outln!(
                 "{} already exists and is valid; nothing to do (`quern index drop` first to rebuild it)",
                 index.name
-            );
-            println!("  {}", index.definition);
+            )?;
+            outln!("  {}", index.definition)?;
         }
         Err(error @ IndexError::InvalidSetting { .. }) => {
             eprintln!("quern: {error}");

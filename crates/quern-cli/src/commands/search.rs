@@ -8,6 +8,8 @@ use quern_store::Store;
 use quern_worker::config::{DatabaseArgs, EmbeddingArgs};
 use serde_json::json;
 
+use crate::output::outln;
+
 pub async fn run(
     database: &DatabaseArgs,
     embedding: &EmbeddingArgs,
@@ -30,17 +32,17 @@ pub async fn run(
             .iter()
             .map(|h| json!({"document_id": h.document_id, "chunk_index": h.chunk_index, "score": h.score, "content": h.content}))
             .collect();
-        println!("{}", json!({"query": query, "collection": collection, "results": results}));
+        outln!("{}", json!({"query": query, "collection": collection, "results": results}))?;
         return Ok(ExitCode::SUCCESS);
     }
     if hits.is_empty() {
-        println!("no chunks in collection `{collection}`");
+        outln!("no chunks in collection `{collection}`")?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:>4}  {:>6}  document#chunk", "rank", "score");
+    outln!("{:>4}  {:>6}  document#chunk", "rank", "score")?;
     for (rank, hit) in hits.iter().enumerate() {
-        println!("{:>4}  {:>6.3}  {}#{}", rank + 1, hit.score, hit.document_id, hit.chunk_index);
-        println!("      {}", snippet(&hit.content, 200));
+        outln!("{:>4}  {:>6.3}  {}#{}", rank + 1, hit.score, hit.document_id, hit.chunk_index)?;
+        outln!("      {}", snippet(&hit.content, 200))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
-//! `quern status <job_id>`: one job's fate. `quern status`: an overview for operators, each queue's depth and
-//! consumers, and recent jobs by status with the commonest reasons jobs died.
+//! `quern status <job_id>`: one job's fate. `quern status`: an overview for operators of one queue prefix (the
+//! same `--queue-prefix` scopes both halves, since several prefixes may share a broker and a database): each
+//! queue's depth and consumers, and the prefix's recent jobs by status with the commonest reasons they died.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -11,6 +12,8 @@ use quern_store::{JobOverview, Store};
 use quern_worker::config::{BrokerArgs, DatabaseArgs};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
+
+use crate::output::{self, outln};
 
 /// Exit status when no worker has recorded the job (yet).
 const UNKNOWN_JOB: u8 = 4;
@@ -37,9 +40,9 @@ async fn job(database: &DatabaseArgs, job_id: uuid::Uuid, as_json: bool) -> anyh
     let store = Store::connect(&database.store_config())?;
     let Some(job) = store.job(job_id).await? else {
         if as_json {
-            println!("{}", json!({"job_id": job_id, "status": null}));
+            outln!("{}", json!({"job_id": job_id, "status": null}))?;
         } else {
-            println!("job {job_id}: unknown (no worker has picked it up yet, or it never reached the queue)");
+            outln!("job {job_id}: unknown (no worker has picked it up yet, or it never reached the queue)")?;
         }
         return Ok(ExitCode::from(UNKNOWN_JOB));
     };
@@ -50,35 +53,40 @@ async fn job(database: &DatabaseArgs, job_id: uuid::Uuid, as_json: bool) -> anyh
             "collection": job.collection,
             "document_id": job.document_id,
             "op": job.op,
+            "queue_prefix": job.queue_prefix,
             "attempts": job.attempts,
             "chunk_count": job.chunk_count,
             "last_error": job.last_error,
             "created_at": job.created_at.to_rfc3339(),
             "updated_at": job.updated_at.to_rfc3339(),
         });
-        println!("{value}");
+        outln!("{value}")?;
     } else {
-        println!("job         {}", job.job_id);
-        println!("status      {}", job.status.as_str());
-        println!(
+        outln!("job         {}", job.job_id)?;
+        outln!("status      {}", job.status.as_str())?;
+        outln!(
             "document    {} / {}",
             job.collection.as_deref().unwrap_or("?"),
             job.document_id.as_deref().unwrap_or("?")
-        );
-        println!("op          {}", job.op.as_deref().unwrap_or("?"));
-        println!("attempts    {}", job.attempts);
+        )?;
+        outln!("op          {}", job.op.as_deref().unwrap_or("?"))?;
+        if let Some(prefix) = &job.queue_prefix {
+            outln!("prefix      {prefix}")?;
+        }
+        outln!("attempts    {}", job.attempts)?;
         if let Some(chunks) = job.chunk_count {
-            println!("chunks      {chunks}");
+            outln!("chunks      {chunks}")?;
         }
         if let Some(error) = &job.last_error {
-            println!("last error  {error}");
+            outln!("last error  {error}")?;
         }
-        println!("updated     {}", job.updated_at.to_rfc3339());
+        outln!("updated     {}", job.updated_at.to_rfc3339())?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads the broker and the database at once; prints whatever part answered and exits 1 if either did not.
+/// Reads the broker and the database at once, both scoped to `--queue-prefix`; prints whatever part answered and
+/// exits 1 if either did not.
 async fn overview(
     broker: &BrokerArgs,
     database: &DatabaseArgs,
@@ -95,22 +103,19 @@ async fn overview(
         Ok(tiers) => tiers,
         Err(error) => return Ok(usage(&format!("--retry-tiers: {error}"))),
     };
+    let prefix = broker.topology.prefix();
     let names = queue_names(&broker.topology, &tiers);
-    let (queues, jobs) = tokio::join!(read_queues(broker, &names), read_jobs(database, window));
+    let (queues, jobs) = tokio::join!(read_queues(broker, &names), read_jobs(database, window, prefix));
 
-    if as_json {
-        println!("{}", overview_json(queues.as_ref().ok().map(Vec::as_slice), jobs.as_ref().ok()));
+    let (shown_queues, shown_jobs) = (queues.as_deref().ok(), jobs.as_ref().ok());
+    let printed = if as_json {
+        outln!("{}", overview_json(prefix, shown_queues, shown_jobs))
     } else {
-        if let Ok(queues) = &queues {
-            print_queues(queues);
-        }
-        if let Ok(jobs) = &jobs {
-            if queues.is_ok() {
-                println!();
-            }
-            print_jobs(jobs, window_text.trim());
-        }
-    }
+        print_overview(prefix, shown_queues, shown_jobs, window_text.trim())
+    };
+    // A reader that went away (`quern status | head`) has what it wanted; the failures below and the exit status
+    // still say which half did not answer.
+    output::closed_is_fine(printed)?;
     let mut failed = false;
     if let Err(error) = &queues {
         eprintln!("quern status: queues: {error:#}");
@@ -160,12 +165,12 @@ async fn read_queues(broker: &BrokerArgs, names: &[String]) -> anyhow::Result<Ve
         .map_err(|_| anyhow!("RabbitMQ did not answer within {} s", BROKER_TIMEOUT.as_secs()))?
 }
 
-async fn read_jobs(database: &DatabaseArgs, window: Duration) -> anyhow::Result<JobOverview> {
+async fn read_jobs(database: &DatabaseArgs, window: Duration, prefix: &str) -> anyhow::Result<JobOverview> {
     let store = Store::connect(&database.store_config())?;
-    Ok(store.job_overview(window).await?)
+    Ok(store.job_overview(window, prefix).await?)
 }
 
-fn overview_json(queues: Option<&[QueueDepth]>, jobs: Option<&JobOverview>) -> Value {
+fn overview_json(prefix: &str, queues: Option<&[QueueDepth]>, jobs: Option<&JobOverview>) -> Value {
     let queues = queues.map(|queues| {
         queues
             .iter()
@@ -183,24 +188,44 @@ fn overview_json(queues: Option<&[QueueDepth]>, jobs: Option<&JobOverview>) -> V
             "succeeded": jobs.succeeded,
             "failed": jobs.failed,
             "dead": jobs.dead,
+            "without_prefix": jobs.without_prefix,
         })
     });
-    json!({"queues": queues, "jobs": jobs, "dead_reasons": dead_reasons})
+    json!({"queue_prefix": prefix, "queues": queues, "jobs": jobs, "dead_reasons": dead_reasons})
 }
 
-fn print_queues(queues: &[QueueDepth]) {
+fn print_overview(
+    prefix: &str,
+    queues: Option<&[QueueDepth]>,
+    jobs: Option<&JobOverview>,
+    window: &str,
+) -> anyhow::Result<()> {
+    outln!("queues and jobs of prefix `{prefix}` (--queue-prefix)")?;
+    if let Some(queues) = queues {
+        outln!()?;
+        print_queues(queues)?;
+    }
+    if let Some(jobs) = jobs {
+        outln!()?;
+        print_jobs(jobs, window)?;
+    }
+    Ok(())
+}
+
+fn print_queues(queues: &[QueueDepth]) -> anyhow::Result<()> {
     let width = queues.iter().map(|queue| queue.name.len()).chain(["queue".len()]).max().unwrap_or(0);
-    println!("{:<width$}  {:>9}  {:>9}", "queue", "ready", "consumers");
+    outln!("{:<width$}  {:>9}  {:>9}", "queue", "ready", "consumers")?;
     for queue in queues {
         match (queue.messages, queue.consumers) {
-            (Some(messages), Some(consumers)) => println!("{:<width$}  {messages:>9}  {consumers:>9}", queue.name),
-            _ => println!("{:<width$}  {:>9}", queue.name, "missing"),
+            (Some(messages), Some(consumers)) => outln!("{:<width$}  {messages:>9}  {consumers:>9}", queue.name)?,
+            _ => outln!("{:<width$}  {:>9}", queue.name, "missing")?,
         }
     }
+    Ok(())
 }
 
-fn print_jobs(jobs: &JobOverview, window: &str) {
-    println!("jobs updated in the last {window}");
+fn print_jobs(jobs: &JobOverview, window: &str) -> anyhow::Result<()> {
+    outln!("jobs updated in the last {window}")?;
     for (status, count) in [
         ("queued", jobs.queued),
         ("running", jobs.running),
@@ -208,15 +233,22 @@ fn print_jobs(jobs: &JobOverview, window: &str) {
         ("failed", jobs.failed),
         ("dead", jobs.dead),
     ] {
-        println!("  {status:<10} {count:>9}");
+        outln!("  {status:<10} {count:>9}")?;
+    }
+    if jobs.without_prefix > 0 {
+        outln!(
+            "  + {} jobs without a prefix (written by workers from before migration 0003), not counted above",
+            jobs.without_prefix
+        )?;
     }
     if !jobs.dead_reasons.is_empty() {
-        println!();
-        println!("why they died (commonest first)");
+        outln!()?;
+        outln!("why they died (commonest first)")?;
         for reason in &jobs.dead_reasons {
-            println!("  {:>9}  {}", reason.count, reason.error.as_deref().unwrap_or("(no error recorded)"));
+            outln!("  {:>9}  {}", reason.count, reason.error.as_deref().unwrap_or("(no error recorded)"))?;
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
