@@ -224,13 +224,23 @@ fn check_length(field: &'static str, value: &str, max: usize) -> Result<(), Cont
 }
 
 fn describe_json_error(error: &serde_path_to_error::Error<serde_json::Error>) -> ContractError {
+    use serde_json::error::Category;
     let path = error.path().to_string();
     let inner = error.inner();
-    // `try_from` errors arrive as custom messages already naming their field.
-    if path == "." || path.is_empty() {
-        ContractError::Malformed(inner.to_string())
-    } else {
-        ContractError::Malformed(format!("field `{path}`: {inner}"))
+    match inner.classify() {
+        // Not JSON at all (or cut short): say so, or serde's "expected ident at line 1 column 2" reads like a riddle.
+        Category::Syntax | Category::Eof | Category::Io => {
+            ContractError::Malformed(format!("the message body is not JSON: {inner}"))
+        }
+        // JSON, but not an object: serde would name its internal type ("expected struct JobWire").
+        Category::Data if (path == "." || path.is_empty()) && inner.to_string().starts_with("invalid type:") => {
+            let found = inner.to_string();
+            let found = found.trim_start_matches("invalid type: ").split(", expected").next().unwrap_or_default();
+            ContractError::Malformed(format!("the message body is JSON but not a job object: it is {found}"))
+        }
+        // `try_from` errors arrive as custom messages already naming their field.
+        Category::Data if path == "." || path.is_empty() => ContractError::Malformed(inner.to_string()),
+        Category::Data => ContractError::Malformed(format!("field `{path}`: {inner}")),
     }
 }
 
@@ -289,6 +299,22 @@ mod tests {
         let long = "x".repeat(DOCUMENT_ID_MAX_CHARS + 1);
         assert!(decode_err(&format!(r#"{{"job_id":"{ID}","collection":"c","document_id":"{long}","text":""}}"#))
             .contains("`document_id`"));
+    }
+
+    #[test]
+    fn a_body_that_is_not_json_says_so() {
+        assert_eq!(decode_err("not json at all"), "the message body is not JSON: expected ident at line 1 column 2");
+        assert_eq!(decode_err("{not json"), "the message body is not JSON: key must be a string at line 1 column 2");
+        assert!(decode_err("").starts_with("the message body is not JSON: EOF while parsing"), "{}", decode_err(""));
+        assert!(
+            decode_err(&format!(r#"{{"job_id":"{ID}","collection":"c""#)).starts_with("the message body is not JSON")
+        );
+        assert_eq!(decode_err("42"), "the message body is JSON but not a job object: it is integer `42`");
+        assert_eq!(decode_err("null"), "the message body is JSON but not a job object: it is null");
+        // Valid JSON that breaks the contract still names the field, not JSON.
+        let wrong_type = decode_err(&format!(r#"{{"job_id":"{ID}","collection":5,"document_id":"d","text":""}}"#));
+        assert!(wrong_type.starts_with("field `collection`: invalid type"), "{wrong_type}");
+        assert!(!decode_err(&format!(r#"{{"job_id":"{ID}","document_id":"d"}}"#)).contains("not JSON"));
     }
 
     #[test]

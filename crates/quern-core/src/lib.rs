@@ -5,13 +5,17 @@
 //! - [`topology`]: the exchange, queue and routing-key names every component derives from one prefix;
 //! - [`outcome`]: a message's fate and the error classes that decide it;
 //! - [`retry`]: the job-level retry policy (attempts, delay tiers) as a value;
+//! - [`backoff`]: growing, jittered pauses between attempts, for every retry loop;
+//! - [`error_text`]: errors in an operator's words;
 //! - [`limits`]: the largest job a worker accepts;
 //! - [`metric_names`]: the name of every exported Prometheus series;
 //! - [`trace`]: W3C `traceparent` values carried from producer to worker;
 //! - [`digest`]: content hashes used to recognise unchanged documents.
 
+pub mod backoff;
 pub mod chunk;
 pub mod digest;
+pub mod error_text;
 pub mod job;
 pub mod limits;
 pub mod metric_names;
@@ -20,6 +24,7 @@ pub mod retry;
 pub mod topology;
 pub mod trace;
 
+pub use backoff::{Backoff, Jitter, Pauses};
 pub use chunk::{Chunker, ChunkerError};
 pub use job::{ContractError, Job, JobOp, RejectedBody};
 pub use limits::{LimitExceeded, Limits};

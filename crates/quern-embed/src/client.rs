@@ -33,6 +33,8 @@ pub struct EmbeddingClientConfig {
 pub struct EmbeddingClient {
     http: reqwest::Client,
     endpoint: String,
+    /// The endpoint as messages show it: a password in it replaced by `***`.
+    shown_endpoint: String,
     model: String,
     dimension: usize,
     request_timeout: Duration,
@@ -58,9 +60,12 @@ impl EmbeddingClient {
             .connect_timeout(config.connect_timeout)
             .build()
             .map_err(|e| EmbedError::Config(e.to_string()))?;
+        let endpoint = endpoint_for(&config.url);
+        let shown_endpoint = check_endpoint(&endpoint)?;
         Ok(EmbeddingClient {
             http,
-            endpoint: endpoint_for(&config.url),
+            endpoint,
+            shown_endpoint,
             model: config.model.clone(),
             dimension: config.dimension,
             request_timeout: config.request_timeout,
@@ -71,6 +76,25 @@ impl EmbeddingClient {
     /// The endpoint requests go to.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// The endpoint as logs and messages may show it (a password in it replaced by `***`).
+    pub fn shown_endpoint(&self) -> &str {
+        &self.shown_endpoint
+    }
+
+    /// Checks that an HTTP server answers at the endpoint, without paying for an embedding: a `GET`, which
+    /// embedding APIs answer with 404, 405 or 401 and no work. Any status means the server is there; a refused
+    /// connection, a DNS failure or no answer within `timeout` is an error. Returns the status.
+    pub async fn probe(&self, timeout: Duration) -> Result<u16, EmbedError> {
+        let response = self
+            .http
+            .get(&self.endpoint)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e, timeout))?;
+        Ok(response.status().as_u16())
     }
 
     /// The model name sent with requests.
@@ -87,8 +111,7 @@ impl EmbeddingClient {
     pub async fn embed_batch(&self, inputs: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let request =
             EmbeddingRequestRef { model: &self.model, input: inputs, encoding_format: self.encoding.as_str() };
-        let response =
-            self.http.post(&self.endpoint).json(&request).send().await.map_err(|e| self.transport_error(e))?;
+        let response = self.http.post(&self.endpoint).json(&request).send().await.map_err(|e| self.request_error(e))?;
         let status = response.status();
         if !status.is_success() {
             let retry_after = response
@@ -102,20 +125,57 @@ impl EmbeddingClient {
             truncate_at_char_boundary(&mut message, MAX_ERROR_MESSAGE);
             return Err(EmbedError::Status { status: status.as_u16(), message, retry_after });
         }
-        let body = response.bytes().await.map_err(|e| self.transport_error(e))?;
+        let body = response.bytes().await.map_err(|e| self.request_error(e))?;
         let parsed: EmbeddingResponse = serde_json::from_slice(&body)
             .map_err(|e| EmbedError::InvalidResponse(format!("body is not an embeddings response: {e}")))?;
         order_and_check(parsed, inputs.len(), self.dimension)
     }
 
-    fn transport_error(&self, error: reqwest::Error) -> EmbedError {
+    fn request_error(&self, error: reqwest::Error) -> EmbedError {
+        self.transport_error(error, self.request_timeout)
+    }
+
+    fn transport_error(&self, error: reqwest::Error, timeout: Duration) -> EmbedError {
         if error.is_timeout() {
-            EmbedError::Timeout(self.request_timeout)
+            EmbedError::Timeout(timeout)
         } else {
-            // `without_url` keeps credentials that may sit in a URL out of the message.
-            EmbedError::Transport(error.without_url().to_string())
+            EmbedError::Transport { endpoint: self.shown_endpoint.clone(), reason: transport_reason(&error) }
         }
     }
+}
+
+/// The innermost cause of a failed request in plain words (`connection refused`): reqwest's own message is
+/// only "error sending request", and the layers below it repeat each other.
+fn transport_reason(error: &reqwest::Error) -> String {
+    let mut cause: &(dyn std::error::Error + 'static) = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    match cause.downcast_ref::<std::io::Error>() {
+        Some(io) => quern_core::error_text::io_error(io),
+        // `without_url` keeps credentials that may sit in a URL out of the message.
+        // reqwest appends the URL, which may hold credentials: keep it out of the message.
+        None if std::ptr::addr_eq(cause, error as &dyn std::error::Error) => {
+            let text = error.to_string();
+            text.find(" for url (").map_or(text.clone(), |at| text[..at].to_owned())
+        }
+        None => cause.to_string(),
+    }
+}
+
+/// Refuses an endpoint that is not an http(s) URL (no retry could fix it); returns it as messages show it,
+/// a password in it replaced by `***`.
+fn check_endpoint(endpoint: &str) -> Result<String, EmbedError> {
+    let invalid = |reason: String| EmbedError::Config(format!("not an http:// or https:// URL: {reason}"));
+    let mut url = reqwest::Url::parse(endpoint).map_err(|e| invalid(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid(format!("scheme `{}`", url.scheme())));
+    }
+    if url.password().is_some() {
+        // Cannot fail: the URL has a host.
+        let _ = url.set_password(Some("***"));
+    }
+    Ok(url.to_string())
 }
 
 /// Places each vector at its input's position, refusing answers that do not match the request.
@@ -200,6 +260,52 @@ mod tests {
         assert_eq!(endpoint_for("http://h:1"), "http://h:1/v1/embeddings");
         assert_eq!(endpoint_for("https://api.openai.com/v1/"), "https://api.openai.com/v1/embeddings");
         assert_eq!(endpoint_for("http://h/v1/embeddings"), "http://h/v1/embeddings");
+    }
+
+    fn config(url: &str) -> EmbeddingClientConfig {
+        EmbeddingClientConfig {
+            url: url.into(),
+            model: "m".into(),
+            api_key: None,
+            dimension: 8,
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            encoding: VectorEncoding::Float,
+        }
+    }
+
+    #[test]
+    fn an_endpoint_that_is_not_http_is_refused_at_once() {
+        for url in ["127.0.0.1:8089", "ftp://h/v1", "not a url"] {
+            let error = EmbeddingClient::new(&config(url)).expect_err(url);
+            assert!(matches!(error, EmbedError::Config(_)), "{url}: {error}");
+            assert_eq!(error.class(), quern_core::ErrorClass::Permanent);
+        }
+        let client = EmbeddingClient::new(&config("https://u:s3cret@h/v1")).expect("valid");
+        assert_eq!(client.shown_endpoint(), "https://u:***@h/v1/embeddings");
+    }
+
+    /// A server that answers counts as reachable whatever its status, and the probe is no embedding request.
+    #[tokio::test]
+    async fn a_probe_costs_no_embedding_request() {
+        let server = quern_fake_embedder::spawn(Default::default()).await.expect("fake embedder");
+        let client = EmbeddingClient::new(&config(&server.url())).expect("valid");
+        assert_eq!(client.probe(Duration::from_secs(5)).await.expect("answers"), 405);
+        assert_eq!(server.stats().snapshot().requests, 0, "nothing embedded, nothing billed");
+    }
+
+    /// A server that is not there: one line naming the endpoint and the cause in plain words.
+    #[tokio::test]
+    async fn a_refused_probe_names_the_endpoint_and_the_cause() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let client = EmbeddingClient::new(&config(&format!("http://127.0.0.1:{port}"))).expect("valid");
+        let error = client.probe(Duration::from_secs(5)).await.expect_err("nothing listens there");
+        assert_eq!(
+            error.to_string(),
+            format!("no answer from the embedding API at http://127.0.0.1:{port}/v1/embeddings: connection refused")
+        );
+        assert_eq!(error.class(), quern_core::ErrorClass::Transient);
+        assert_eq!(error.reason(), "embedding_unreachable");
     }
 
     #[test]

@@ -20,9 +20,14 @@ pub enum EmbedError {
     /// No answer within the request timeout.
     #[error("embedding request timed out after {0:?}")]
     Timeout(Duration),
-    /// The request never got an answer (refused, reset, DNS).
-    #[error("embedding API unreachable: {0}")]
-    Transport(String),
+    /// The request never got an answer (refused, reset, DNS). The cause is in the message, in plain words.
+    #[error("no answer from the embedding API at {endpoint}: {reason}")]
+    Transport {
+        /// The endpoint, any password in it hidden.
+        endpoint: String,
+        /// Why, e.g. `connection refused`.
+        reason: String,
+    },
     /// The answer does not fit the request (count, index or dimension), or is not the expected JSON.
     #[error("embedding API answer is unusable: {0}")]
     InvalidResponse(String),
@@ -40,7 +45,7 @@ impl EmbedError {
                 500..=599 => ErrorClass::Transient,
                 _ => ErrorClass::Permanent,
             },
-            EmbedError::Timeout(_) | EmbedError::Transport(_) => ErrorClass::Transient,
+            EmbedError::Timeout(_) | EmbedError::Transport { .. } => ErrorClass::Transient,
             EmbedError::InvalidResponse(_) | EmbedError::Config(_) => ErrorClass::Permanent,
         }
     }
@@ -52,7 +57,7 @@ impl EmbedError {
             EmbedError::Status { status: 500..=599, .. } => "embedding_server_error",
             EmbedError::Status { .. } => "embedding_rejected",
             EmbedError::Timeout(_) => "embedding_timeout",
-            EmbedError::Transport(_) => "embedding_unreachable",
+            EmbedError::Transport { .. } => "embedding_unreachable",
             EmbedError::InvalidResponse(_) => "embedding_invalid_response",
             EmbedError::Config(_) => "embedding_config",
         }

@@ -1,16 +1,10 @@
-//! Retrying transient embedding failures: exponential backoff with full jitter, a bounded total time, and the
-//! provider's `Retry-After` honoured.
-//!
-//! The `backoff` crate is named only here: it is unmaintained upstream (RUSTSEC-2025-0012), so swapping it
-//! (e.g. for `backon`) touches this file alone. Two of its behaviours are corrected here: its default would
-//! retry for 15 minutes, and with a `Retry-After` it never consults the elapsed-time limit at all.
+//! Retrying transient embedding failures: growing pauses with full jitter (`quern_core::backoff`), a bounded total
+//! time, and the provider's `Retry-After` honoured unless waiting it would pass that bound.
 
 use std::future::Future;
 use std::time::Duration;
 
-use backoff::backoff::Backoff;
-use backoff::{ExponentialBackoff, ExponentialBackoffBuilder};
-use quern_core::ErrorClass;
+use quern_core::{Backoff, ErrorClass, Jitter};
 use tokio::time::Instant;
 
 use crate::EmbedError;
@@ -36,20 +30,6 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Exponential bounds with a uniformly random delay below each: spreads the retries of many workers that
-/// failed together (AWS's "full jitter").
-struct FullJitter(ExponentialBackoff);
-
-impl Backoff for FullJitter {
-    fn reset(&mut self) {
-        self.0.reset();
-    }
-
-    fn next_backoff(&mut self) -> Option<Duration> {
-        self.0.next_backoff().map(|bound| bound.mul_f64(rand::random::<f64>()))
-    }
-}
-
 /// Runs `op` until it succeeds, fails permanently, or the policy's time is up; returns the last error then.
 /// A `Retry-After` from the provider replaces the computed delay, unless waiting it would pass the limit.
 pub async fn retry_transient<T, F, Fut>(policy: &RetryPolicy, mut op: F) -> Result<T, EmbedError>
@@ -57,42 +37,27 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, EmbedError>>,
 {
-    if policy.max_elapsed.is_zero() {
-        return op().await;
-    }
     let started = Instant::now();
-    let backoff = FullJitter(
-        ExponentialBackoffBuilder::new()
-            .with_initial_interval(policy.initial_delay)
-            .with_max_interval(policy.max_delay)
-            .with_multiplier(2.0)
-            .with_randomization_factor(0.0)
-            .with_max_elapsed_time(Some(policy.max_elapsed))
-            .build(),
-    );
-    let max_elapsed = policy.max_elapsed;
-    backoff::future::retry_notify(
-        backoff,
-        || {
-            let attempt = op();
-            async move {
-                attempt.await.map_err(|error| {
-                    let remaining = max_elapsed.saturating_sub(started.elapsed());
-                    match (error.class(), error.retry_after()) {
-                        (ErrorClass::Permanent, _) => backoff::Error::Permanent(error),
-                        // Waiting as asked would pass the limit: hand over to the job-level retry now.
-                        (ErrorClass::Transient, Some(after)) if after >= remaining => backoff::Error::Permanent(error),
-                        (ErrorClass::Transient, _) if remaining.is_zero() => backoff::Error::Permanent(error),
-                        (ErrorClass::Transient, retry_after) => backoff::Error::Transient { err: error, retry_after },
-                    }
-                })
-            }
-        },
-        |error: EmbedError, delay: Duration| {
-            tracing::warn!(%error, delay_ms = delay.as_millis() as u64, "embedding request failed, retrying");
-        },
-    )
-    .await
+    // Full jitter: many workers whose requests failed together spread their retries the most.
+    let mut pauses =
+        Backoff { initial_delay: policy.initial_delay, max_delay: policy.max_delay, jitter: Jitter::Full }.pauses();
+    loop {
+        let error = match op().await {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        if error.class() == ErrorClass::Permanent {
+            return Err(error);
+        }
+        let remaining = policy.max_elapsed.saturating_sub(started.elapsed());
+        let pause = error.retry_after().unwrap_or_else(|| pauses.next_pause());
+        // Waiting would pass the limit: hand over to the job-level retry now.
+        if pause >= remaining {
+            return Err(error);
+        }
+        tracing::warn!(%error, delay_ms = pause.as_millis() as u64, "embedding request failed, retrying");
+        tokio::time::sleep(pause).await;
+    }
 }
 
 #[cfg(test)]

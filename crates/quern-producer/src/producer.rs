@@ -219,7 +219,7 @@ async fn open_session(config: &ProducerConfig) -> Result<Session, QueueError> {
     let channel = connection
         .create_channel()
         .await
-        .map_err(|source| QueueError::Broker { operation: "channel.open".into(), source })?;
+        .map_err(|cause| QueueError::Broker { operation: "channel.open".into(), cause })?;
     quern_queue::declare_topology(&channel, &config.topology, QueueArguments::default()).await?;
     quern_queue::enable_confirms(&channel).await?;
     Ok(Session { connection, channel })

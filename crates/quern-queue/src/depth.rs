@@ -55,7 +55,7 @@ pub async fn queue_depths(connection: &Connection, names: &[String]) -> Result<V
                 depths.push(QueueDepth { name: name.clone(), messages: None, consumers: None });
             }
             Err(source) => {
-                return Err(QueueError::Broker { operation: format!("queue.declare (passive) {name}"), source })
+                return Err(QueueError::Broker { operation: format!("queue.declare (passive) {name}"), cause: source })
             }
         }
     }

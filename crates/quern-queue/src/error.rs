@@ -5,21 +5,26 @@ use quern_core::ErrorClass;
 /// A failure talking to RabbitMQ.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    /// Could not open the connection (the URL is shown with its password redacted).
-    #[error("cannot connect to RabbitMQ at {url}: {source}")]
+    /// Could not open the connection (the URL is shown with its password redacted). The cause is in the
+    /// message, in plain words, and not repeated by `source()`: lapin's own chain says it three times.
+    #[error("cannot connect to RabbitMQ at {url}: {reason}")]
     Connect {
         /// The broker URL, password redacted.
         url: String,
-        /// What lapin reported.
-        source: lapin::Error,
+        /// Why, e.g. `connection refused` or the broker's `ACCESS_REFUSED` reply.
+        reason: String,
     },
+    /// The broker URL cannot be parsed: no retry can fix it. The message shows the URL only when its password
+    /// can be told apart and hidden.
+    #[error("invalid RabbitMQ URL: {0}")]
+    InvalidUrl(String),
     /// A channel or protocol operation failed; the channel is usually gone afterwards.
-    #[error("RabbitMQ {operation} failed: {source}")]
+    #[error("RabbitMQ {operation} failed: {}", describe(cause))]
     Broker {
         /// What was being done, e.g. `queue.declare quern.ingest`.
         operation: String,
-        /// What lapin reported.
-        source: lapin::Error,
+        /// What lapin reported: told in the message, not returned by `source()`, so `{:#}` says it once.
+        cause: lapin::Error,
     },
     /// The broker refused to take responsibility for a message.
     #[error("RabbitMQ nacked the message published to `{exchange}`")]
@@ -54,12 +59,40 @@ impl QueueError {
             | QueueError::Nacked { .. }
             | QueueError::ConfirmTimeout(_) => ErrorClass::Transient,
             // Publishing again to the same place gives the same answer.
-            QueueError::Unroutable { .. } | QueueError::ConfirmNotRequested => ErrorClass::Permanent,
+            QueueError::Unroutable { .. } | QueueError::ConfirmNotRequested | QueueError::InvalidUrl(_) => {
+                ErrorClass::Permanent
+            }
         }
     }
 
     pub(crate) fn broker(operation: impl Into<String>) -> impl FnOnce(lapin::Error) -> QueueError {
         let operation = operation.into();
-        move |source| QueueError::Broker { operation, source }
+        move |cause| QueueError::Broker { operation, cause }
+    }
+}
+
+/// A lapin error in a few words: an I/O failure as the operating system names it, without lapin's `IO error:`
+/// prefix and the `(os error N)` suffix; a broker's refusal as the broker words it (`ACCESS_REFUSED - Login was
+/// refused ...`, not "protocol error: AMQP soft error: ACCESS-REFUSED: ACCESS_REFUSED - ..."); anything else as
+/// lapin says it.
+pub(crate) fn describe(error: &lapin::Error) -> String {
+    match error.kind() {
+        lapin::ErrorKind::IOError(io) => quern_core::error_text::io_error(io),
+        lapin::ErrorKind::ProtocolError(amqp) => amqp.get_message().as_str().trim_end_matches('.').to_owned(),
+        _ => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_errors_read_as_plain_words() {
+        let broker = QueueError::Broker {
+            operation: "queue.declare q".into(),
+            cause: lapin::Error::from(std::io::Error::from_raw_os_error(104)),
+        };
+        assert_eq!(broker.to_string(), "RabbitMQ queue.declare q failed: connection reset by peer");
     }
 }

@@ -11,7 +11,16 @@ pub enum StoreError {
     /// The settings cannot work (e.g. an unparsable URL); the URL itself is never shown.
     #[error("database misconfigured: {0}")]
     Config(String),
-    /// No connection could be had from the pool in time.
+    /// A new connection could not be opened: the server is down, refuses us, or does not answer. The target
+    /// (host, port, database, user; never the password) and the cause are in the message, the cause told once.
+    #[error("cannot connect to PostgreSQL at {target}: {reason}")]
+    Connect {
+        /// `host:port (database d, user u)`.
+        target: String,
+        /// Why, e.g. `connection refused` or the server's own message with its SQLSTATE.
+        reason: String,
+    },
+    /// No connection could be had from the pool in time, or the pool is closed.
     #[error("no database connection: {0}")]
     Pool(String),
     /// The operation did not finish in time (client-side timeout).
@@ -23,12 +32,12 @@ pub enum StoreError {
         timeout: Duration,
     },
     /// Postgres answered with an error, or the connection broke.
-    #[error("database {operation} failed: {}", describe(source))]
+    #[error("database {operation} failed: {}", describe(cause))]
     Db {
         /// What was being done.
         operation: &'static str,
-        /// The driver's error.
-        source: tokio_postgres::Error,
+        /// The driver's error: told in the message, not returned by `source()`, so `{:#}` says it once.
+        cause: tokio_postgres::Error,
     },
     /// The transaction this job's write shared with others failed for a reason that concerns them all (a lost
     /// connection, a timeout, a restart): retrying later can help.
@@ -57,14 +66,32 @@ pub enum StoreError {
         /// Migration name.
         name: &'static str,
     },
+    /// The database lacks migrations this build needs (a worker upgraded before `quern migrate` ran): writing
+    /// would fail on every job, so a worker waits for the migration instead of dead-lettering its backlog.
+    #[error(
+        "the database lacks migration{} {} that this build needs: run `quern migrate` (or start one worker with --migrate)",
+        if missing.len() == 1 { "" } else { "s" },
+        missing.iter().map(i32::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    SchemaBehind {
+        /// Versions not applied.
+        missing: Vec<i32>,
+    },
 }
 
 impl StoreError {
     /// Whether retrying (on a fresh connection) can help.
     pub fn class(&self) -> ErrorClass {
         match self {
-            StoreError::Pool(_) | StoreError::Timeout { .. } | StoreError::GroupFailed { .. } => ErrorClass::Transient,
-            StoreError::Db { source, .. } => classify_db(source),
+            // A refused login is transient too: mid-run it must not dead-letter jobs (a rotated password), and
+            // at start-up the role may still be being created by whoever provisions the database.
+            StoreError::Connect { .. }
+            | StoreError::Pool(_)
+            | StoreError::Timeout { .. }
+            | StoreError::GroupFailed { .. }
+            // An operator's `quern migrate` fixes it: waiting is right.
+            | StoreError::SchemaBehind { .. } => ErrorClass::Transient,
+            StoreError::Db { cause, .. } => classify_db(cause),
             StoreError::Config(_) | StoreError::DimensionMismatch { .. } | StoreError::MigrationChanged { .. } => {
                 ErrorClass::Permanent
             }
@@ -72,15 +99,25 @@ impl StoreError {
     }
 
     pub(crate) fn db(operation: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
-        move |source| StoreError::Db { operation, source }
+        move |cause| StoreError::Db { operation, cause }
     }
 }
 
-/// The server's own message and SQLSTATE: tokio-postgres's `Display` says only "db error".
-fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => error.to_string(),
+/// The server's own message and SQLSTATE (tokio-postgres's `Display` says only "db error"), or the innermost
+/// cause in plain words (`connection refused`, not "error connecting to server: Connection refused (os error
+/// 111)").
+pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    let mut cause: &(dyn std::error::Error + 'static) = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    match cause.downcast_ref::<std::io::Error>() {
+        Some(io) => quern_core::error_text::io_error(io),
+        None if std::ptr::addr_eq(cause, error as &dyn std::error::Error) => error.to_string(),
+        None => format!("{error}: {cause}"),
     }
 }
 

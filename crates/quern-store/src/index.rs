@@ -273,7 +273,7 @@ impl Store {
         };
         let duration = started.elapsed();
         if let Err(error) = built {
-            let source = StoreError::Db { operation: "create the vector index", source: error };
+            let source = StoreError::Db { operation: "create the vector index", cause: error };
             let invalid_index_left = !drop_leftover(&session).await;
             return Err(IndexError::BuildFailed { source, invalid_index_left });
         }
@@ -369,7 +369,7 @@ async fn configure_build(session: &tokio_postgres::Client, settings: &IndexBuild
                 let problem = format!("was refused by Postgres: {}{hint}", refusal.message());
                 return Err(IndexError::InvalidSetting { flag: "--maintenance-work-mem", problem });
             }
-            return Err(StoreError::Db { operation: "set maintenance_work_mem", source: error }.into());
+            return Err(StoreError::Db { operation: "set maintenance_work_mem", cause: error }.into());
         }
     }
     if let Some(workers) = settings.parallel_workers {

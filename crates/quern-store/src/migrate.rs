@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "document_versions",
         sql: include_str!("../../../migrations/0002_document_versions.sql"),
     },
+    Migration {
+        version: 3,
+        name: "job_queue_prefix",
+        sql: include_str!("../../../migrations/0003_job_queue_prefix.sql"),
+    },
 ];
 
 /// Serialises migrators (any value unlikely to collide with an application's own advisory locks).
@@ -103,6 +108,29 @@ impl Store {
             .await?;
         self.check_dimension(dimension).await?;
         Ok(report)
+    }
+
+    /// Fails with [`StoreError::SchemaBehind`] when a migration of this build has not been applied. Migrations
+    /// newer than this build (a database already migrated by a later release) are fine: they only add.
+    pub async fn check_schema(&self) -> Result<(), StoreError> {
+        self.timed("check schema", async {
+            let client = self.client().await?;
+            let rows = client.query("SELECT version FROM quern_schema_migrations", &[]).await;
+            let applied: Vec<i32> = match rows {
+                Ok(rows) => rows.iter().map(|row| row.get(0)).collect(),
+                // The table does not exist: nothing was ever applied.
+                Err(error) if error.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Vec::new(),
+                Err(error) => return Err(StoreError::db("read quern_schema_migrations")(error)),
+            };
+            let missing: Vec<i32> =
+                MIGRATIONS.iter().map(|m| m.version).filter(|version| !applied.contains(version)).collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(StoreError::SchemaBehind { missing })
+            }
+        })
+        .await
     }
 
     /// Fails when `quern_chunks.embedding` exists with another dimension than `dimension`.

@@ -4,11 +4,15 @@ use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
-use deadpool_postgres::{Hook, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use std::sync::Arc;
+
+use deadpool_postgres::{Hook, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType};
 use quern_core::metric_names;
 use secrecy::{ExposeSecret, SecretString};
+use tokio_postgres::config::Host;
 use tokio_postgres::NoTls;
 
+use crate::error::describe;
 use crate::StoreError;
 
 /// How to reach Postgres and how long to wait for it.
@@ -50,11 +54,17 @@ impl StoreConfig {
 pub struct Store {
     pool: Pool,
     operation_timeout: Duration,
+    create_timeout: Duration,
+    /// Where the connections go, for messages: `host:port (database d, user u)`, never the password.
+    target: Arc<str>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("status", &self.pool.status()).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("target", &self.target)
+            .field("status", &self.pool.status())
+            .finish_non_exhaustive()
     }
 }
 
@@ -64,6 +74,7 @@ impl Store {
         // The driver's parse errors can echo the URL, password included: report a fixed message instead.
         let mut pg = tokio_postgres::Config::from_str(config.url.expose_secret())
             .map_err(|_| StoreError::Config("the database URL is not a valid postgres:// URL".into()))?;
+        let target = describe_target(&pg).into();
         pg.application_name("quern");
         pg.options(format!("-c statement_timeout={}", config.statement_timeout.as_millis()));
         if pg.get_connect_timeout().is_none() {
@@ -84,7 +95,12 @@ impl Store {
             }))
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        Ok(Store { pool, operation_timeout: config.operation_timeout })
+        Ok(Store { pool, operation_timeout: config.operation_timeout, create_timeout: config.create_timeout, target })
+    }
+
+    /// Where the store connects, for messages: `127.0.0.1:5433 (database postgres, user postgres)`.
+    pub fn target(&self) -> &str {
+        &self.target
     }
 
     /// Checks the database answers.
@@ -98,7 +114,17 @@ impl Store {
     }
 
     pub(crate) async fn client(&self) -> Result<Object, StoreError> {
-        self.pool.get().await.map_err(|e| StoreError::Pool(with_causes(&e)))
+        self.pool.get().await.map_err(|error| {
+            let connect = |reason| StoreError::Connect { target: self.target.to_string(), reason };
+            match &error {
+                // Opening a new connection failed: say where, and why in plain words.
+                PoolError::Backend(cause) => connect(describe(cause)),
+                PoolError::Timeout(TimeoutType::Create) => {
+                    connect(format!("no answer within {}", seconds(self.create_timeout)))
+                }
+                _ => StoreError::Pool(with_causes(&error)),
+            }
+        })
     }
 
     /// Runs `operation` under the client-side time limit.
@@ -110,6 +136,38 @@ impl Store {
         tokio::time::timeout(self.operation_timeout, work)
             .await
             .map_err(|_| StoreError::Timeout { operation, timeout: self.operation_timeout })?
+    }
+}
+
+/// `host:port (database d, user u)` from the parsed URL, with libpq's defaults for what it leaves out.
+fn describe_target(config: &tokio_postgres::Config) -> String {
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            // One port for all hosts, or one per host; 5432 when none is given.
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                Host::Tcp(name) if name.contains(':') => format!("[{name}]:{port}"),
+                Host::Tcp(name) => format!("{name}:{port}"),
+                Host::Unix(path) => format!("{}/.s.PGSQL.{port}", path.display()),
+            }
+        })
+        .collect();
+    let hosts = if hosts.is_empty() { "localhost:5432".to_owned() } else { hosts.join(",") };
+    let user = config.get_user().unwrap_or("(none)");
+    let database = config.get_dbname().unwrap_or(user);
+    format!("{hosts} (database {database}, user {user})")
+}
+
+/// `10s`, `1.5s`, `500ms`.
+fn seconds(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
     }
 }
 
@@ -127,4 +185,48 @@ fn with_causes(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(url: &str) -> String {
+        describe_target(&tokio_postgres::Config::from_str(url).expect("valid URL"))
+    }
+
+    #[test]
+    fn the_target_names_host_port_database_and_user_but_no_password() {
+        assert_eq!(
+            target("postgres://postgres@127.0.0.1:5433/postgres"),
+            "127.0.0.1:5433 (database postgres, user postgres)"
+        );
+        assert_eq!(target("postgres://quern:s3cret@db/ingest"), "db:5432 (database ingest, user quern)");
+        assert_eq!(target("postgres://quern@db"), "db:5432 (database quern, user quern)");
+        assert_eq!(target("postgres://u@a:1,b:2/d"), "a:1,b:2 (database d, user u)");
+    }
+
+    /// A database that is not there: one line naming host, port, database and user, and the cause once.
+    #[tokio::test]
+    async fn a_refused_connection_reads_as_one_line() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let store = Store::connect(&StoreConfig::new(format!("postgres://quern:s3cret@127.0.0.1:{port}/ingest")))
+            .expect("valid settings");
+        let error = store.ping().await.expect_err("nothing listens there");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "cannot connect to PostgreSQL at 127.0.0.1:{port} (database ingest, user quern): connection refused"
+            )
+        );
+        assert!(std::error::Error::source(&error).is_none(), "the cause is told once, in the message");
+        assert_eq!(error.class(), quern_core::ErrorClass::Transient);
+    }
+
+    #[test]
+    fn an_unparsable_url_is_refused_without_echoing_it() {
+        let error = Store::connect(&StoreConfig::new("postgres://u:s3cret@h:notaport/d")).expect_err("invalid");
+        assert!(!error.to_string().contains("s3cret"), "{error}");
+        assert_eq!(error.class(), quern_core::ErrorClass::Permanent);
+    }
 }

@@ -234,7 +234,8 @@ pub struct WorkerConfig {
     /// over environment variables, which win over the file, which wins over the defaults.
     #[arg(long, env = "QUERN_CONFIG")]
     pub config: Option<std::path::PathBuf>,
-    /// Print the effective configuration (secrets redacted, each value's source noted) and exit.
+    /// Print the effective configuration as a config file (each value's source noted; secrets left out, each
+    /// named with the environment variable to set) and exit. `--config` on the output gives the same settings.
     #[arg(long)]
     pub print_config: bool,
 }

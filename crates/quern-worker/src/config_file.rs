@@ -1,5 +1,6 @@
 //! Loading the worker's settings from flags, `QUERN_*` environment variables and an optional TOML file, in that
-//! order of precedence, and printing the effective result with secrets redacted.
+//! order of precedence, and printing the effective result as a config file that reads back to the same settings
+//! (secrets left out, each as a comment naming the environment variable that supplies it).
 //!
 //! A file setting is injected as a flag ahead of the real ones, and only when neither that flag nor its
 //! environment variable is given, so clap still parses and validates every value and names the setting when
@@ -14,8 +15,8 @@ use clap::{ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches};
 
 use crate::WorkerConfig;
 
-/// Settings whose value is a URL that may hold a password: printed with the password masked.
-const SECRET_URLS: &[&str] = &["amqp_url", "database_url"];
+/// Settings whose value is a URL that may hold a password: printed only when it holds none.
+const SECRET_URLS: &[&str] = &["amqp_url", "database_url", "embedding_url", "otlp_endpoint"];
 /// Settings that are secrets whole: never printed.
 const SECRETS: &[&str] = &["embedding_api_key"];
 /// Settings that make no sense in a file.
@@ -179,10 +180,14 @@ impl std::fmt::Debug for LoadedConfig {
 }
 
 impl LoadedConfig {
-    /// The effective configuration as TOML (usable as a config file), secrets redacted, sources noted.
+    /// The effective configuration as a TOML config file: `--config` on it gives the same settings. Numbers and
+    /// switches are TOML numbers and booleans, lists TOML arrays; each line notes where its value came from. A
+    /// secret (the API key, a URL holding a password) is never printed: its line is a comment naming the
+    /// environment variable to set instead.
     pub fn render(&self) -> String {
         let mut out = String::from(
-            "# quern-worker effective configuration: flags > environment > config file > defaults; secrets redacted\n",
+            "# quern-worker effective configuration (flags > environment > config file > defaults), usable as \
+             --config FILE.\n# Secrets are not printed: set the environment variables their comments name.\n",
         );
         for arg in self.command.get_arguments() {
             let id = arg.get_id().as_str();
@@ -194,45 +199,83 @@ impl LoadedConfig {
                 .get_raw(id)
                 .map(|raw| raw.map(|v| v.to_string_lossy().into_owned()).collect())
                 .unwrap_or_default();
-            let source = match self.matches.value_source(id) {
-                _ if self.from_file.contains(id) => {
-                    format!(
-                        "config file {}",
-                        self.file.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default()
-                    )
-                }
-                Some(ValueSource::CommandLine) => "flag".to_owned(),
-                Some(ValueSource::EnvVariable) => {
-                    format!("env {}", arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default())
-                }
-                Some(ValueSource::DefaultValue) => "default".to_owned(),
-                _ => "unset".to_owned(),
-            };
-            let value = if values.is_empty() {
-                None
-            } else if SECRETS.contains(&id) {
-                Some("***".to_owned())
-            } else if SECRET_URLS.contains(&id) {
-                Some(values.iter().map(|v| quern_queue::redact_url(v)).collect::<Vec<_>>().join(","))
-            } else {
-                Some(values.join(","))
-            };
             let key = file_key(arg);
-            let is_switch = matches!(arg.get_action(), ArgAction::SetTrue);
-            match value {
-                // Switches print as TOML booleans, the rest as strings, so the output reads back as a config file.
-                Some(value) if is_switch => out.push_str(&format!("{key} = {value}  # {source}\n")),
-                Some(value) => out.push_str(&format!("{key} = {}  # {source}\n", toml::Value::String(value))),
-                None => out.push_str(&format!("# {key} is not set\n")),
-            }
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+            let source = self.source(arg);
+            let line = if values.is_empty() {
+                format!("# {key} is not set")
+            } else if SECRETS.contains(&id) {
+                format!("# {key}: not printed (a secret); set {env}  # {source}")
+            } else if SECRET_URLS.contains(&id) && values.iter().any(|v| quern_queue::connection::url_has_password(v)) {
+                let shown = values.iter().map(|v| quern_queue::redact_url(v)).collect::<Vec<_>>().join(",");
+                format!(
+                    "# {key} = {}  # {source}; holds a password, so not printed: set {env}",
+                    toml::Value::String(shown)
+                )
+            } else {
+                format!("{key} = {}  # {source}", toml_value(arg, values))
+            };
+            out.push_str(&line);
+            out.push('\n');
         }
         out
     }
+
+    /// Where `arg`'s value came from, as the comment beside it says.
+    fn source(&self, arg: &clap::Arg) -> String {
+        let id = arg.get_id().as_str();
+        if self.from_file.contains(id) {
+            let file = self.file.as_deref().map(|f| f.display().to_string()).unwrap_or_default();
+            return format!("config file {file}");
+        }
+        match self.matches.value_source(id) {
+            Some(ValueSource::CommandLine) => "flag".to_owned(),
+            Some(ValueSource::EnvVariable) => {
+                format!("env {}", arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default())
+            }
+            Some(ValueSource::DefaultValue) => "default".to_owned(),
+            _ => "unset".to_owned(),
+        }
+    }
+}
+
+/// A setting's raw values as the TOML the loader reads back: a boolean for a switch, an array of strings for a
+/// list (`retry_tiers`), a number for a numeric setting, else a string.
+fn toml_value(arg: &clap::Arg, values: Vec<String>) -> toml::Value {
+    use std::any::TypeId;
+    let is_list = arg.get_value_delimiter().is_some() || matches!(arg.get_action(), ArgAction::Append);
+    if is_list {
+        return toml::Value::Array(values.into_iter().map(toml::Value::String).collect());
+    }
+    let value = values.join(",");
+    let kind = arg.get_value_parser().type_id();
+    let integers = [
+        TypeId::of::<u8>(),
+        TypeId::of::<u16>(),
+        TypeId::of::<u32>(),
+        TypeId::of::<u64>(),
+        TypeId::of::<usize>(),
+        TypeId::of::<i32>(),
+        TypeId::of::<i64>(),
+    ];
+    let parsed = if matches!(arg.get_action(), ArgAction::SetTrue) || kind == TypeId::of::<bool>() {
+        value.parse().ok().map(toml::Value::Boolean)
+    } else if integers.iter().any(|t| kind == *t) {
+        // Beyond i64 (TOML's integers) it stays a string, which the loader reads just as well.
+        value.parse().ok().map(toml::Value::Integer)
+    } else if kind == TypeId::of::<f64>() || kind == TypeId::of::<f32>() {
+        value.parse().ok().map(toml::Value::Float)
+    } else {
+        None
+    };
+    parsed.unwrap_or(toml::Value::String(value))
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
+
+    use secrecy::ExposeSecret;
 
     use super::*;
 
@@ -243,19 +286,63 @@ mod tests {
         std::iter::once("quern-worker").chain(list.iter().copied()).map(OsString::from).collect()
     }
 
-    fn file(contents: &str) -> PathBuf {
-        let path = std::env::temp_dir().join(format!("quern-config-{}.toml", uuid::Uuid::new_v4()));
-        std::fs::write(&path, contents).expect("write config");
-        path
+    /// A config file in the temporary directory, removed when dropped.
+    struct TempFile(PathBuf);
+
+    impl std::ops::Deref for TempFile {
+        type Target = Path;
+
+        fn deref(&self) -> &Path {
+            &self.0
+        }
     }
 
-    /// Runs `check` with `name=value` in the environment.
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn file(contents: &str) -> TempFile {
+        let path = std::env::temp_dir().join(format!("quern-config-{}.toml", uuid::Uuid::new_v4()));
+        std::fs::write(&path, contents).expect("write config");
+        TempFile(path)
+    }
+
+    /// Runs `check` with `name=value` and no other `QUERN_*` variable in the environment (a developer's shell
+    /// often has some), then puts the environment back.
     fn with_env<T>(name: &str, value: &str, check: impl FnOnce() -> T) -> T {
         let _turn = ENV.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        std::env::set_var(name, value);
+        let saved: Vec<(OsString, OsString)> =
+            std::env::vars_os().filter(|(k, _)| k.to_string_lossy().starts_with("QUERN_")).collect();
+        for (key, _) in &saved {
+            std::env::remove_var(key);
+        }
+        if !name.is_empty() {
+            std::env::set_var(name, value);
+        }
         let result = check();
-        std::env::remove_var(name);
+        if !name.is_empty() {
+            std::env::remove_var(name);
+        }
+        for (key, value) in saved {
+            std::env::set_var(key, value);
+        }
         result
+    }
+
+    /// Runs `check` with no `QUERN_*` variable in the environment.
+    fn without_env<T>(check: impl FnOnce() -> T) -> T {
+        with_env("", "", check)
+    }
+
+    /// The rendered lines without the comments saying where each value came from.
+    fn values(rendered: &str) -> Vec<String> {
+        rendered
+            .lines()
+            .skip(2)
+            .map(|line| line.split_once("  # ").map_or(line, |(value, _)| value).to_owned())
+            .collect()
     }
 
     #[test]
@@ -275,23 +362,70 @@ mod tests {
         assert!(loaded.config.migrate);
         assert_eq!(loaded.config.chunk_overlap, 200, "default");
         let rendered = loaded.render();
-        assert!(rendered.contains("prefetch = \"33\"  # flag"), "{rendered}");
-        assert!(rendered.contains("batch_size = \"22\"  # env QUERN_BATCH_SIZE"), "{rendered}");
-        assert!(rendered.contains("chunk_size = \"500\"  # config file"), "{rendered}");
+        assert!(rendered.contains("prefetch = 33  # flag"), "{rendered}");
+        assert!(rendered.contains("batch_size = 22  # env QUERN_BATCH_SIZE"), "{rendered}");
+        assert!(rendered.contains("chunk_size = 500  # config file"), "{rendered}");
         assert!(rendered.contains("migrate = true  # config file"), "{rendered}");
+        assert!(rendered.contains("retry_tiers = [\"2s\", \"20s\"]  # config file"), "{rendered}");
+    }
 
-        // What --print-config prints reads back as a config file giving the same settings.
+    /// `--print-config`'s output fed back with `--config` (no flags, no environment) gives the same settings:
+    /// numbers, switches and lists keep their types, secrets are left out and named.
+    #[test]
+    fn print_config_reads_back_as_the_same_settings() {
+        let path = file("chunk_size = 500\nmigrate = true\nembedding_model = \"text-embedding-3-small\"\n");
+        let path = path.to_str().expect("utf-8");
+        let first = with_env("QUERN_EMBEDDING_ADAPTIVE_CONCURRENCY", "true", || {
+            load(args(&[
+                "--config",
+                path,
+                "--prefetch",
+                "64",
+                "--retry-tiers",
+                "2s,1m30s",
+                "--chars-per-token",
+                "3.5",
+                "--worker-id",
+                "w-1",
+                "--log-format",
+                "json",
+                "--embedding-max-requests-per-minute",
+                "18446744073709551615",
+                "--database-url",
+                "postgres://quern@db:5432/ingest?sslmode=disable",
+            ]))
+            .expect("valid")
+        });
+        let rendered = first.render();
+        for line in [
+            "prefetch = 64  # flag",
+            "retry_tiers = [\"2s\", \"1m30s\"]  # flag",
+            "chars_per_token = 3.5  # flag",
+            "embedding_adaptive_concurrency = true  # env QUERN_EMBEDDING_ADAPTIVE_CONCURRENCY",
+            "migrate = true  # config file",
+            "log_format = \"json\"  # flag",
+            // Beyond TOML's integers: a string, which reads back the same.
+            "embedding_max_requests_per_minute = \"18446744073709551615\"  # flag",
+            "database_url = \"postgres://quern@db:5432/ingest?sslmode=disable\"  # flag",
+        ] {
+            assert!(rendered.contains(line), "{line} missing:\n{rendered}");
+        }
+
         let printed = file(&rendered);
-        let again = load(args(&["--config", printed.to_str().expect("utf-8")])).expect("reads back");
-        assert_eq!(
-            format!("{:?}", again.config),
-            format!("{:?}", WorkerConfig { config: Some(printed.clone()), ..loaded.config.clone() })
-        );
+        let again = without_env(|| load(args(&["--config", printed.to_str().expect("utf-8")])).expect("reads back"));
+        assert_eq!(values(&again.render()), values(&rendered), "the same settings, line for line");
+        let unsourced = |config: &WorkerConfig| format!("{:?}", WorkerConfig { config: None, ..config.clone() });
+        assert_eq!(unsourced(&again.config), unsourced(&first.config));
+        // Debug hides secrets, so compare the URLs themselves.
+        let urls = |c: &WorkerConfig| {
+            (c.broker.amqp_url.expose_secret().to_owned(), c.database.database_url.expose_secret().to_owned())
+        };
+        assert_eq!(urls(&again.config), urls(&first.config));
     }
 
     #[test]
     fn embedding_pacing_settings_come_from_flags_env_or_file_and_default_to_off() {
-        let defaults = load(args(&[])).expect("valid").config.pool_config();
+        let defaults = without_env(|| load(args(&[])).expect("valid")).config.pool_config();
         assert_eq!(
             (defaults.adaptive_concurrency, defaults.max_requests_per_minute, defaults.max_tokens_per_minute),
             (false, None, None),
@@ -310,47 +444,60 @@ mod tests {
         let rendered = loaded.render();
         for line in [
             "embedding_adaptive_concurrency = true  # env QUERN_EMBEDDING_ADAPTIVE_CONCURRENCY",
-            "embedding_max_requests_per_minute = \"3000\"  # flag",
-            "embedding_max_tokens_per_minute = \"1000000\"  # config file",
+            "embedding_max_requests_per_minute = 3000  # flag",
+            "embedding_max_tokens_per_minute = 1000000  # config file",
         ] {
             assert!(rendered.contains(line), "{line} missing:\n{rendered}");
         }
     }
 
     #[test]
-    fn secrets_are_redacted() {
-        let loaded = load(args(&[
-            "--amqp-url",
-            "amqp://u:hunter2@h/v",
-            "--database-url",
-            "postgres://p:s3cr3t@h/db",
-            "--embedding-api-key",
-            "sk-live-123",
-        ]))
-        .expect("valid");
+    fn secrets_are_never_printed_but_named() {
+        let loaded = without_env(|| {
+            load(args(&[
+                "--amqp-url",
+                "amqp://u:hunter2@h/v",
+                "--database-url",
+                "postgres://p@h/db?password=s3cr3t",
+                "--embedding-api-key",
+                "sk-live-123",
+            ]))
+            .expect("valid")
+        });
         let rendered = loaded.render();
         for secret in ["hunter2", "s3cr3t", "sk-live-123"] {
             assert!(!rendered.contains(secret), "{secret} printed:\n{rendered}");
             assert!(!format!("{:?}", loaded.config).contains(secret), "{secret} in Debug");
         }
-        assert!(rendered.contains("amqp://u:***@h/v"));
-        assert!(rendered.contains("embedding_api_key = \"***\""));
+        for line in [
+            "# amqp_url = \"amqp://u:***@h/v\"  # flag; holds a password, so not printed: set QUERN_AMQP_URL",
+            "# database_url = \"postgres://p@h/db?password=***\"  # flag; holds a password, so not printed: set \
+             QUERN_DATABASE_URL",
+            "# embedding_api_key: not printed (a secret); set QUERN_EMBEDDING_API_KEY  # flag",
+        ] {
+            assert!(rendered.contains(line), "{line} missing:\n{rendered}");
+        }
+        // Read back, the secrets are simply absent: the defaults, or what the environment gives.
+        let printed = file(&rendered);
+        let again = without_env(|| load(args(&["--config", printed.to_str().expect("utf-8")])).expect("reads back"));
+        assert!(again.config.embedding.embedding_api_key.is_none());
+        assert_eq!(again.config.broker.amqp_url.expose_secret(), "amqp://guest:guest@127.0.0.1:5672/%2f");
     }
 
     #[test]
     fn a_bad_value_names_the_setting_and_where_it_came_from() {
-        let error = load(args(&["--prefetch", "lots"])).expect_err("invalid");
+        let error = without_env(|| load(args(&["--prefetch", "lots"])).expect_err("invalid"));
         assert!(error.to_string().contains("--prefetch"), "{error}");
 
         let error = with_env("QUERN_PREFETCH", "lots", || load(args(&[])).expect_err("invalid"));
         assert!(error.to_string().contains("QUERN_PREFETCH"), "{error}");
 
         let path = file("prefetch = \"lots\"\n");
-        let error = load(args(&["--config", path.to_str().expect("utf-8")])).expect_err("invalid");
+        let error = without_env(|| load(args(&["--config", path.to_str().expect("utf-8")])).expect_err("invalid"));
         assert!(error.to_string().contains("`prefetch` in config file"), "{error}");
 
         let path = file("prefetchh = 3\n");
-        let error = load(args(&["--config", path.to_str().expect("utf-8")])).expect_err("unknown key");
+        let error = without_env(|| load(args(&["--config", path.to_str().expect("utf-8")])).expect_err("unknown key"));
         assert!(error.to_string().contains("unknown setting `prefetchh`"), "{error}");
     }
 }

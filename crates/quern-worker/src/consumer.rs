@@ -1,5 +1,6 @@
-//! The broker session: consume, process each delivery in its own task, map its outcome to the broker, and
-//! drain on shutdown. After broker trouble the session is rebuilt (connection, channel, topology, prefetch).
+//! The worker's life: start-up (settings checked, ops endpoint up, database and embedding API waited for), then
+//! the broker session: consume, process each delivery in its own task, map its outcome to the broker, and drain
+//! on shutdown. After broker trouble the session is rebuilt (connection, channel, topology, prefetch).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -8,13 +9,14 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
 use lapin::types::FieldTable;
+use quern_core::backoff::pause_text;
 use quern_core::trace::TRACEPARENT_HEADER;
 use quern_core::{metric_names, Chunker, ErrorClass, Failure, Outcome, TraceParent};
-use quern_embed::{EmbeddingClient, EmbeddingPool};
-use quern_queue::QueueArguments;
-use quern_store::Store;
+use quern_embed::{EmbedError, EmbeddingClient, EmbeddingPool};
+use quern_queue::{QueueArguments, QueueError};
+use quern_store::{Store, StoreError};
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -22,59 +24,118 @@ use tokio_util::task::TaskTracker;
 
 use crate::ops::{self, Health};
 use crate::republisher::{self, Republisher};
-use crate::{Pipeline, WorkerConfig};
+use crate::wait::{wait_for, NotYet, DEPENDENCY_BACKOFF};
+use crate::{telemetry, Pipeline, WorkerConfig};
 
-/// Longest pause between two reconnection attempts.
-const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
+/// How often `/readyz`'s database probe runs once consuming.
+const DATABASE_PROBE_EVERY: Duration = Duration::from_secs(2);
+/// How often the embedding API is probed once consuming: a provider's server, so less often than our database.
+const EMBEDDING_PROBE_EVERY: Duration = Duration::from_secs(5);
 
-/// Builds the pipeline from the configuration: checks the database answers (migrating it if asked) and that
-/// the chunk settings make sense.
-pub async fn build_pipeline(config: &WorkerConfig) -> anyhow::Result<Pipeline> {
+/// Where a bad embedding URL comes from.
+const EMBEDDING_URL: &str = "check --embedding-url / QUERN_EMBEDDING_URL";
+
+/// Builds the pipeline from the settings alone; nothing connects yet. Fails on settings no retry can fix: chunk
+/// sizes, URLs that cannot be parsed, retry tiers.
+pub fn assemble_pipeline(config: &WorkerConfig) -> anyhow::Result<Pipeline> {
     // The recorder first: the pool and the store record from the moment they exist.
     ops::prometheus();
     let chunker =
         Chunker::new(config.chunk_size, config.chunk_overlap).context("invalid --chunk-size / --chunk-overlap")?;
-    let client = EmbeddingClient::new(&config.embedding.client_config()).context("invalid embedding settings")?;
-    let store = Store::connect(&config.database.store_config()).context("invalid --database-url")?;
-    let dimension = config.embedding.embedding_dim as usize;
-    if config.migrate {
-        store.migrate(dimension).await.context("applying database migrations")?;
-    } else {
-        store.ping().await.context("connecting to the database")?;
-    }
-    store.check_dimension(dimension).await.context("checking --embedding-dim against the database")?;
+    let client = EmbeddingClient::new(&config.embedding.client_config()).context(EMBEDDING_URL)?;
+    let store = Store::connect(&config.database.store_config()).context("check --database-url / QUERN_DATABASE_URL")?;
+    let amqp_url = config.broker.amqp_url.expose_secret();
+    quern_queue::connection::check_url(amqp_url).context("check --amqp-url / QUERN_AMQP_URL")?;
     let retry = config.retry_policy().context("invalid --max-attempts / --retry-tiers")?;
     let embedder = EmbeddingPool::new(client, config.pool_config());
-    Ok(Pipeline::new(chunker, embedder, store, config.limits(), retry, config.group_commit_config()))
+    Ok(Pipeline::new(chunker, embedder, store, config.limits(), retry, config.group_commit_config())
+        .with_queue_prefix(config.broker.topology.prefix()))
+}
+
+/// Builds the pipeline and checks, once, that the database answers (migrating it if asked) with the configured
+/// vector dimension. For tests and tools that want a ready pipeline or an error; [`run`] waits instead.
+pub async fn build_pipeline(config: &WorkerConfig) -> anyhow::Result<Pipeline> {
+    let pipeline = assemble_pipeline(config)?;
+    prepare_database(pipeline.store(), config)
+        .await
+        .map_err(|(step, error)| anyhow::Error::new(error).context(step))?;
+    Ok(pipeline)
+}
+
+/// Applies migrations (with `--migrate`) or checks the database answers, then checks the vector dimension.
+/// A failure comes with the step it happened in.
+async fn prepare_database(store: &Store, config: &WorkerConfig) -> Result<(), (&'static str, StoreError)> {
+    let dimension = config.embedding.embedding_dim as usize;
+    if config.migrate {
+        store.migrate(dimension).await.map_err(|e| ("applying database migrations", e))?;
+    } else {
+        store.ping().await.map_err(|e| ("connecting to the database", e))?;
+        store.check_schema().await.map_err(|e| ("checking the database's migrations", e))?;
+    }
+    store.check_dimension(dimension).await.map_err(|e| ("checking --embedding-dim against the database", e))
 }
 
 /// Runs the worker until `shutdown` is cancelled, then lets in-flight jobs finish within the grace period.
-/// Broker failures do not end it: the session is rebuilt with growing, jittered delays.
+///
+/// What an orchestrator expects: settings no retry can fix end it at once with an error; then the ops endpoint
+/// comes up (`/readyz` answering 503); the database and the embedding API are waited for, as is the broker, with
+/// growing, jittered pauses and a log line per attempt; jobs are consumed only once all three answer. Broker
+/// failures later do not end it either: the session is rebuilt. Shutdown interrupts any wait at once.
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pipeline = build_pipeline(&config).await?;
+    let pipeline = assemble_pipeline(&config)?;
     run_with_pipeline(&config, pipeline, shutdown).await
 }
 
-/// Starts the ops endpoint (unless `--metrics-addr off`) and the database probe behind `/readyz`; both stop
-/// when `stop` is cancelled, after the drain, so probes see "not ready" rather than a refused connection.
-async fn start_ops(
-    config: &WorkerConfig,
-    pipeline: &Pipeline,
-    health: &Arc<Health>,
-    stop: &CancellationToken,
-) -> anyhow::Result<()> {
+/// Starts the ops endpoint unless `--metrics-addr off`; it stops when `stop` is cancelled, after the drain, so
+/// probes see "not ready" rather than a refused connection.
+async fn start_ops(config: &WorkerConfig, health: &Arc<Health>, stop: &CancellationToken) -> anyhow::Result<()> {
     ops::prometheus();
-    tokio::spawn(ops::probe_database(pipeline.store().clone(), health.clone(), Duration::from_secs(2), stop.clone()));
     if config.metrics_addr.eq_ignore_ascii_case("off") {
         return Ok(());
     }
     let (listener, addr) = ops::bind(&config.metrics_addr).await?;
-    tracing::info!(%addr, "ops endpoint listening: /metrics /healthz /readyz");
+    // With port 0 this is the only place the port shows.
+    tracing::info!(%addr, "ops endpoint listening on http://{addr}: /metrics /healthz /readyz");
     tokio::spawn(ops::serve(listener, health.clone(), stop.clone()));
     Ok(())
 }
 
-/// [`run`] with a pipeline built by the caller (tests inject their own).
+/// Waits until the database answers (migrated if asked, with the configured dimension) and the embedding API
+/// answers, both at once, each reported in `/readyz`. `Ok(false)` if shutdown came first.
+async fn wait_for_dependencies(
+    config: &WorkerConfig,
+    store: &Store,
+    client: &EmbeddingClient,
+    health: &Arc<Health>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let (postgres, api) = (format!("PostgreSQL at {}", store.target()), client.shown_endpoint());
+    let database = wait_for(&postgres, DEPENDENCY_BACKOFF, shutdown, || async move {
+        let prepared = prepare_database(store, config).await;
+        health.set_database(prepared.is_ok());
+        prepared.map_err(|(step, error)| match (error.class(), error) {
+            (_, StoreError::Connect { reason, .. }) => NotYet::Retry(reason),
+            (ErrorClass::Transient, error) => NotYet::Retry(format!("{step}: {error}")),
+            (ErrorClass::Permanent, error) => NotYet::Fatal(anyhow::Error::new(error).context(step)),
+        })
+    });
+    let api = format!("the embedding API at {api}");
+    let embedding = wait_for(&api, DEPENDENCY_BACKOFF, shutdown, || async move {
+        let answered = client.probe(ops::PROBE_TIMEOUT).await;
+        health.set_embedding(answered.is_ok());
+        // Every failure of a probe is worth a retry: any answer at all would have been a success.
+        answered.map(drop).map_err(|error| match error {
+            EmbedError::Transport { reason, .. } => NotYet::Retry(reason),
+            EmbedError::Timeout(limit) => NotYet::Retry(format!("no answer within {limit:?}")),
+            other => NotYet::Retry(other.to_string()),
+        })
+    });
+    let (database, embedding) = tokio::try_join!(database, embedding)?;
+    Ok(database.is_some() && embedding.is_some())
+}
+
+/// [`run`] with a pipeline built by the caller (tests inject their own); `--migrate` applies migrations to its
+/// store.
 pub async fn run_with_pipeline(
     config: &WorkerConfig,
     pipeline: Pipeline,
@@ -85,8 +146,19 @@ pub async fn run_with_pipeline(
     let health = Arc::new(Health::default());
     let ops_stop = CancellationToken::new();
     let _stop_ops = ops_stop.clone().drop_guard();
-    start_ops(config, &pipeline, &health, &ops_stop).await?;
-    let mut delay = Duration::from_millis(200);
+    // The probe's own client: the pipeline's is inside its embedding pool.
+    let client = EmbeddingClient::new(&config.embedding.client_config()).context(EMBEDDING_URL)?;
+    start_ops(config, &health, &ops_stop).await?;
+    if !wait_for_dependencies(config, pipeline.store(), &client, &health, &shutdown).await? {
+        tracing::info!("shutdown requested while waiting for the database or the embedding API; worker stopped");
+        return Ok(());
+    }
+    let store = pipeline.store().clone();
+    tokio::spawn(ops::probe_database(store, health.clone(), DATABASE_PROBE_EVERY, ops_stop.clone()));
+    tokio::spawn(ops::probe_embedding(client, health.clone(), EMBEDDING_PROBE_EVERY, ops_stop.clone()));
+
+    let broker = quern_queue::redact_url(config.broker.amqp_url.expose_secret());
+    let mut pauses = DEPENDENCY_BACKOFF.pauses();
     let mut drained = false;
     while !shutdown.is_cancelled() {
         match consume_session(config, &pipeline, &tracker, &shutdown, &worker_id, &health).await {
@@ -95,15 +167,33 @@ pub async fn run_with_pipeline(
                 break;
             }
             Err(error) => {
+                // A session that got to consuming was healthy: the next one starts with short pauses again.
+                if health.is_consuming() {
+                    pauses.reset();
+                }
                 health.set_consuming(false);
                 metrics::counter!(metric_names::BROKER_RECONNECTS).increment(1);
-                let jittered = delay.mul_f64(0.5 + rand::random::<f64>() / 2.0);
-                tracing::warn!(error = %format!("{error:#}"), retry_in_ms = jittered.as_millis() as u64, "broker session ended; reconnecting");
+                let pause = pauses.next_pause();
+                let retry_in_ms = pause.as_millis() as u64;
+                match error.downcast_ref::<QueueError>() {
+                    Some(QueueError::Connect { reason, .. }) => {
+                        tracing::warn!(
+                            retry_in_ms,
+                            "waiting for RabbitMQ at {broker}: {reason}; next try in {}",
+                            pause_text(pause)
+                        )
+                    }
+                    _ => tracing::warn!(
+                        retry_in_ms,
+                        "broker session ended: {}; reconnecting in {}",
+                        telemetry::error_chain(error.as_ref()),
+                        pause_text(pause)
+                    ),
+                }
                 tokio::select! {
-                    () = tokio::time::sleep(jittered) => {}
+                    () = tokio::time::sleep(pause) => {}
                     () = shutdown.cancelled() => {}
                 }
-                delay = (delay * 2).min(MAX_RECONNECT_DELAY);
             }
         }
     }
@@ -250,7 +340,9 @@ async fn handle_delivery(pipeline: Pipeline, republisher: Republisher, delivery:
             // which bounds this loop if the broker keeps refusing.
             tracing::error!(%error, "could not move the message to its retry or dead-letter queue; returning it");
             tokio::time::sleep(Duration::from_secs(1)).await;
-            delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await
+            // `reject`, not `nack`: RabbitMQ 4.3 stops counting a nack's return against the delivery limit, a
+            // reject counts on every version (docs/brokers.md).
+            delivery.reject(BasicRejectOptions { requeue: true }).await
         }
     };
     match settled {

@@ -7,6 +7,7 @@
 //!   to ack / requeue / dead-letter, reconnect after broker trouble, drain on shutdown;
 //! - [`republisher`]: moving a message to a delay queue (retry later) or the dead-letter queue, confirmed before the ack;
 //! - [`ops`]: `/metrics`, `/healthz` and `/readyz`, and the readiness state behind them;
+//! - [`wait`]: waiting for a dependency at start-up (and for the broker), with growing, jittered pauses;
 //! - [`telemetry`]: tracing setup.
 
 pub mod config;
@@ -17,6 +18,7 @@ pub mod pipeline;
 pub mod republisher;
 pub mod signals;
 pub mod telemetry;
+pub mod wait;
 
 pub use config::WorkerConfig;
 pub use consumer::run;

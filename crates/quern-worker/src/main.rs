@@ -30,8 +30,9 @@ fn main() -> ExitCode {
         match quern_worker::run(config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                tracing::error!("{error:#}");
-                eprintln!("quern-worker: {error:#}");
+                let message = telemetry::error_chain(error.as_ref());
+                tracing::error!("{message}");
+                eprintln!("quern-worker: {message}");
                 ExitCode::FAILURE
             }
         }

@@ -1,5 +1,6 @@
 //! The operations endpoint ops and orchestrators talk to: `/metrics` (Prometheus), `/healthz` (alive) and
-//! `/readyz` (ready for work: consuming from the broker, database reachable, not draining).
+//! `/readyz` (ready for work: consuming from the broker, database and embedding API reachable, not draining), and
+//! the probes behind it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,25 +12,35 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use quern_core::backoff::pause_text;
 use quern_core::metric_names;
+use quern_embed::EmbeddingClient;
 use quern_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// What `/readyz` answers from. Shared by the consumer (broker state, draining) and the database probe.
+/// What `/readyz` answers from. Shared by the consumer (broker state, draining), the start-up waits and the
+/// database and embedding API probes.
 #[derive(Debug, Default)]
 pub struct Health {
     consuming: AtomicBool,
     database: AtomicBool,
+    embedding: AtomicBool,
     draining: AtomicBool,
 }
 
 impl Health {
-    /// True when the worker can take work: consuming, database reachable, not shutting down.
+    /// True when the worker can take work: consuming, database and embedding API reachable, not shutting down.
     pub fn is_ready(&self) -> bool {
         self.consuming.load(Ordering::Relaxed)
             && self.database.load(Ordering::Relaxed)
+            && self.embedding.load(Ordering::Relaxed)
             && !self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Whether a broker session is consuming.
+    pub fn is_consuming(&self) -> bool {
+        self.consuming.load(Ordering::Relaxed)
     }
 
     /// The broker session started (`true`) or ended (`false`, reconnecting).
@@ -41,6 +52,12 @@ impl Health {
     /// The last database probe's answer.
     pub fn set_database(&self, reachable: bool) {
         self.database.store(reachable, Ordering::Relaxed);
+        self.publish();
+    }
+
+    /// The last embedding API probe's answer.
+    pub fn set_embedding(&self, reachable: bool) {
+        self.embedding.store(reachable, Ordering::Relaxed);
         self.publish();
     }
 
@@ -59,6 +76,7 @@ impl Health {
             "ready": self.is_ready(),
             "consuming": self.consuming.load(Ordering::Relaxed),
             "database": self.database.load(Ordering::Relaxed),
+            "embedding": self.embedding.load(Ordering::Relaxed),
             "draining": self.draining.load(Ordering::Relaxed),
         })
     }
@@ -136,10 +154,27 @@ struct OpsState {
     prometheus: PrometheusHandle,
 }
 
-/// Binds the ops endpoint on `addr`; returns the bound address (port 0 picks one).
+/// Binds the ops endpoint on `addr`; returns the bound address (port 0 picks one). A port already taken is
+/// an error that says what to do: the default port is fixed on purpose (scrape configs and probes expect it),
+/// so a second worker on one host needs its own.
 pub async fn bind(addr: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
-    let listener =
-        TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on --metrics-addr {addr}: {e}"))?;
+    let listener = TcpListener::bind(addr).await.map_err(|error| {
+        let cause = quern_core::error_text::io_error(&error);
+        if error.kind() == std::io::ErrorKind::AddrInUse {
+            let (host, next) = match addr.parse::<SocketAddr>() {
+                Ok(taken) => (taken.ip().to_string(), taken.port().saturating_add(1).to_string()),
+                Err(_) => ("127.0.0.1".to_owned(), "9091".to_owned()),
+            };
+            let host = if host.contains(':') { format!("[{host}]") } else { host };
+            anyhow::anyhow!(
+                "cannot listen on --metrics-addr {addr}: {cause} (is another worker running on this host? give \
+                 each worker its own --metrics-addr / QUERN_METRICS_ADDR, e.g. {host}:{next}, or {host}:0 for any \
+                 free port)"
+            )
+        } else {
+            anyhow::anyhow!("cannot listen on --metrics-addr {addr}: {cause}")
+        }
+    })?;
     let local = listener.local_addr()?;
     Ok((listener, local))
 }
@@ -171,14 +206,44 @@ async fn readiness(State(state): State<OpsState>) -> (StatusCode, Json<serde_jso
 /// Probes the database every `every` until `stop`, so `/readyz` turns false while Postgres is away.
 pub async fn probe_database(store: Store, health: Arc<Health>, every: Duration, stop: CancellationToken) {
     loop {
-        let reachable = matches!(tokio::time::timeout(every, store.ping()).await, Ok(Ok(())));
-        health.set_database(reachable);
+        let answered = match tokio::time::timeout(every, store.ping()).await {
+            Ok(answered) => answered.map_err(|error| error.to_string()),
+            Err(_) => Err(format!("no answer within {}", pause_text(every))),
+        };
+        report_change("PostgreSQL", &health.database, &answered);
+        health.set_database(answered.is_ok());
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = stop.cancelled() => return,
         }
     }
 }
+
+/// Probes the embedding API every `every` until `stop`, so `/readyz` turns false while it does not answer. A
+/// probe is a `GET` that costs no embedding (see [`EmbeddingClient::probe`]); any HTTP status counts as up.
+pub async fn probe_embedding(client: EmbeddingClient, health: Arc<Health>, every: Duration, stop: CancellationToken) {
+    loop {
+        let answered = client.probe(every.min(PROBE_TIMEOUT)).await.map(drop).map_err(|error| error.to_string());
+        report_change("the embedding API", &health.embedding, &answered);
+        health.set_embedding(answered.is_ok());
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// One log line when a dependency goes away or comes back, not one per probe.
+fn report_change(what: &str, was_up: &AtomicBool, answered: &Result<(), String>) {
+    match (was_up.load(Ordering::Relaxed), answered) {
+        (true, Err(error)) => tracing::warn!("{what} stopped answering; not ready: {error}"),
+        (false, Ok(())) => tracing::info!("{what} answers again"),
+        _ => {}
+    }
+}
+
+/// Longest wait for an embedding API probe's answer.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Polls the depth of the work, delay and dead-letter queues every `every` into `quern_queue_messages`, on the
 /// session's connection, until `stop` (the session's end).
@@ -208,5 +273,28 @@ pub async fn poll_queue_depths(
             () = tokio::time::sleep(every) => {}
             () = stop.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_taken_port_says_what_to_do() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = taken.local_addr().expect("addr");
+        let error = bind(&addr.to_string()).await.expect_err("taken").to_string();
+        let next = addr.port() + 1;
+        assert_eq!(
+            error,
+            format!(
+                "cannot listen on --metrics-addr {addr}: address already in use (is another worker running on this \
+                 host? give each worker its own --metrics-addr / QUERN_METRICS_ADDR, e.g. 127.0.0.1:{next}, or \
+                 127.0.0.1:0 for any free port)"
+            )
+        );
+        let (_listener, bound) = bind("127.0.0.1:0").await.expect("any free port");
+        assert_ne!(bound.port(), 0, "the port actually bound is reported");
     }
 }

@@ -32,7 +32,7 @@ impl Republisher {
         let channel = connection
             .create_channel()
             .await
-            .map_err(|source| QueueError::Broker { operation: "channel.open (republisher)".into(), source })?;
+            .map_err(|cause| QueueError::Broker { operation: "channel.open (republisher)".into(), cause })?;
         quern_queue::enable_confirms(&channel).await?;
         Ok(Republisher {
             channel,

@@ -237,8 +237,11 @@ async fn kill_9_a_worker_ten_times_while_1000_jobs_flow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fault injection: run with scripts/chaos.sh"]
 async fn rabbitmq_then_postgres_restarted_mid_run() {
-    let scenario = Scenario::start("restarts", FakeEmbedderConfig { latency_ms: 50, ..Default::default() }).await;
-    let mut jobs = jobs(600, 80);
+    // Long enough that both restarts land mid-run: `rabbitmqctl stop_app` takes seconds to cut connections, and
+    // this worker (prefetch 16, 100 ms per request) does about 150 jobs a second meanwhile.
+    const JOBS: u64 = 3000;
+    let scenario = Scenario::start("restarts", FakeEmbedderConfig { latency_ms: 100, ..Default::default() }).await;
+    let mut jobs = jobs(JOBS, 80);
     let producer = scenario.producer().await;
     let mut confirmed = producer.enqueue_many(&jobs).await.expect("enqueue");
     let mut worker = scenario.spawn_worker("w1", &["--embedding-concurrency", "4", "--prefetch", "16"]);
@@ -264,13 +267,13 @@ async fn rabbitmq_then_postgres_restarted_mid_run() {
     );
     services("restart-postgres").await;
     let at_postgres = scenario.db.store().count_finished(&confirmed).await.expect("count").succeeded;
-    let done = wait_succeeded(&scenario, &confirmed, 601, Duration::from_secs(180)).await;
+    let done = wait_succeeded(&scenario, &confirmed, JOBS + 1, Duration::from_secs(240)).await;
     assert!(worker.try_wait().expect("poll").is_none(), "the worker survived both restarts");
     sigterm(&worker);
     assert!(exit_within(&mut worker, Duration::from_secs(40)).await.success());
     let figures = settle(&scenario, &confirmed, &jobs, &chunker()).await;
     figures.print(scenario.name, &format!("RabbitMQ restarted at {at_rabbitmq} jobs done, Postgres at {at_postgres}"));
-    assert!(at_postgres < 601, "the Postgres restart happened mid-run");
+    assert!(at_postgres < JOBS + 1, "the Postgres restart happened mid-run");
     assert!(done, "{figures:?}");
     assert_nothing_lost(&figures);
     assert_eq!(figures.dead_lettered, 0);

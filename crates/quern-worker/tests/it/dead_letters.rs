@@ -84,6 +84,12 @@ async fn malformed_bodies_are_dead_lettered_with_their_reason_and_good_jobs_stil
         assert_eq!(letter.class.as_deref(), Some("permanent"));
         assert!(letter.error.as_deref().is_some_and(|e| !e.is_empty()));
     }
+    let not_json = letters.iter().find(|l| l.body == malformed[2]).expect("present");
+    assert_eq!(
+        not_json.error.as_deref(),
+        Some("the message body is not JSON: expected ident at line 1 column 2"),
+        "says what happened"
+    );
     let missing_field = letters.iter().find(|l| l.body == malformed[4]).expect("present");
     assert!(missing_field.error.as_deref().unwrap_or_default().contains("document_id"), "{:?}", missing_field.error);
     let record = store.job(named_job_id).await.expect("read").expect("a body with a job_id is recorded");

@@ -10,3 +10,4 @@ mod ops;
 mod reingest;
 mod retries;
 mod shutdown;
+mod startup;

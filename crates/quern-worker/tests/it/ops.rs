@@ -163,9 +163,23 @@ async fn metrics_health_and_json_logs_after_a_run_of_known_jobs() {
     harness.cleanup().await;
 }
 
+/// The worker binary, with no `QUERN_*` variable from the test's own environment.
+fn worker_binary() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_quern-worker"));
+    for (key, _) in std::env::vars_os().filter(|(k, _)| k.to_string_lossy().starts_with("QUERN_")) {
+        command.env_remove(key);
+    }
+    command
+}
+
+/// The printed lines without the comments saying where each value came from.
+fn values(printed: &str) -> Vec<String> {
+    printed.lines().map(|line| line.split_once("  # ").map_or(line, |(value, _)| value).to_owned()).collect()
+}
+
 #[test]
 fn the_binary_prints_its_config_without_secrets_and_names_a_bad_setting() {
-    let print = std::process::Command::new(env!("CARGO_BIN_EXE_quern-worker"))
+    let print = worker_binary()
         .args([
             "--print-config",
             "--amqp-url",
@@ -181,14 +195,89 @@ fn the_binary_prints_its_config_without_secrets_and_names_a_bad_setting() {
     for secret in ["hunter2", "sk-live-abc", "pa55word"] {
         assert!(!out.contains(secret), "{secret} printed:\n{out}");
     }
-    assert!(out.contains("amqp_url = \"amqp://ops:***@broker:5672/%2f\"  # flag"), "{out}");
-    assert!(out.contains("database_url = \"postgres://quern:***@db:5432/quern\"  # env QUERN_DATABASE_URL"), "{out}");
+    for line in [
+        "# amqp_url = \"amqp://ops:***@broker:5672/%2f\"  # flag; holds a password, so not printed: set QUERN_AMQP_URL",
+        "# database_url = \"postgres://quern:***@db:5432/quern\"  # env QUERN_DATABASE_URL; holds a password, so not \
+         printed: set QUERN_DATABASE_URL",
+        "# embedding_api_key: not printed (a secret); set QUERN_EMBEDDING_API_KEY  # flag",
+    ] {
+        assert!(out.contains(line), "{line} missing:\n{out}");
+    }
 
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_quern-worker"))
-        .env("QUERN_CHUNK_OVERLAP", "plenty")
-        .output()
-        .expect("run quern-worker");
+    let bad = worker_binary().env("QUERN_CHUNK_OVERLAP", "plenty").output().expect("run quern-worker");
     assert_eq!(bad.status.code(), Some(2));
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("--chunk-overlap") && err.contains("QUERN_CHUNK_OVERLAP"), "{err}");
+}
+
+/// `--print-config > FILE`, then `--config FILE` alone: the same effective settings, and no secret on the way.
+#[test]
+fn the_printed_config_is_a_config_file_giving_the_same_settings() {
+    let first = worker_binary()
+        .args([
+            "--print-config",
+            "--prefetch",
+            "64",
+            "--retry-tiers",
+            "2s,1m",
+            "--chars-per-token",
+            "3.5",
+            "--embedding-adaptive-concurrency",
+            "--worker-id",
+            "w-7",
+            "--embedding-api-key",
+            "sk-live-abc",
+        ])
+        .env("QUERN_QUEUE_PREFIX", "ingest_a")
+        .output()
+        .expect("run quern-worker");
+    assert!(first.status.success());
+    let printed = String::from_utf8(first.stdout).expect("utf-8");
+    assert!(printed.contains("prefetch = 64  # flag"), "{printed}");
+    assert!(printed.contains("retry_tiers = [\"2s\", \"1m\"]  # flag"), "{printed}");
+    assert!(printed.contains("embedding_adaptive_concurrency = true  # flag"), "{printed}");
+    assert!(!printed.contains("sk-live-abc"), "{printed}");
+
+    let path = std::env::temp_dir().join(format!("{}.toml", quern_testkit::unique_name("quern_print_config")));
+    std::fs::write(&path, &printed).expect("write the printed config");
+    let again = worker_binary()
+        .args(["--config", path.to_str().expect("utf-8"), "--print-config"])
+        .output()
+        .expect("run quern-worker");
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let reread = String::from_utf8(again.stdout).expect("utf-8");
+    // Every line the same but the API key's, which the file could not carry (below).
+    let settings = |printed: &str| -> Vec<String> {
+        values(printed).into_iter().filter(|line| !line.starts_with("# embedding_api_key")).collect()
+    };
+    assert_eq!(settings(&reread), settings(&printed), "the same settings, line for line:\n{reread}");
+    assert!(reread.contains("queue_prefix = \"ingest_a\"  # config file"), "{reread}");
+    // The API key was left out: a comment says where it must come from, and it no longer is set.
+    assert!(printed.contains("# embedding_api_key: not printed (a secret); set QUERN_EMBEDDING_API_KEY"), "{printed}");
+    assert!(reread.contains("# embedding_api_key is not set"), "{reread}");
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A second worker on a taken port: exit 1 at once, a message saying what to do, and no colour codes in a log
+/// that is not a terminal.
+#[test]
+fn a_taken_metrics_port_fails_at_once_saying_what_to_do() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let output = worker_binary()
+        .args(["--metrics-addr", &addr.to_string(), "--log-format", "text"])
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run quern-worker");
+    assert_eq!(output.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&output.stderr);
+    let expected = format!(
+        "quern-worker: cannot listen on --metrics-addr {addr}: address already in use (is another worker running \
+         on this host? give each worker its own --metrics-addr / QUERN_METRICS_ADDR, e.g. 127.0.0.1:{}, or \
+         127.0.0.1:0 for any free port)",
+        addr.port() + 1
+    );
+    assert!(err.lines().any(|line| line == expected), "{err}");
+    assert!(err.lines().any(|line| line.contains("ERROR")), "the log line is there too: {err}");
+    assert!(!err.contains('\u{1b}'), "colour codes in a log that is not a terminal: {err:?}");
 }
