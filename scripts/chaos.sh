@@ -16,11 +16,13 @@ cd "$QUERN_ROOT"
 
 quern_prepare_tests
 
-# The replay scenario runs the `quern` binary, which lives in another package than the suite.
-cargo build --quiet -p quern-cli -p quern-worker
+# The same build as scripts/test.sh (nothing to compile after it): the replay scenario runs the `quern` binary,
+# which lives in another package than the suite, and this builds it too.
+cargo test "${QUERN_CARGO_TEST_FLAGS[@]}" --no-run --quiet
 log="$QUERN_ROOT/target/chaos.log"
 status=0
-cargo test -p quern-worker --test chaos -- --ignored --test-threads=1 --nocapture "$@" 2>&1 | tee "$log" || status=$?
+cargo test --workspace "${QUERN_CARGO_FEATURES[@]}" --test chaos -- --ignored --test-threads=1 --nocapture "$@" 2>&1 |
+    tee "$log" || status=$?
 echo
 echo "Fault-injection figures (also in $log):"
 grep -o 'CHAOS .*' "$log" || echo "(no scenario reported figures)"

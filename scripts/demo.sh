@@ -3,18 +3,22 @@
 #
 #   bash scripts/demo.sh
 #
-# 1. starts (or reuses) RabbitMQ and PostgreSQL+pgvector (scripts/services.sh);
+# 1. starts (or reuses) RabbitMQ and PostgreSQL+pgvector (scripts/services.sh, which smoke-checks pgvector);
 # 2. builds the release binaries quern, quern-worker and quern-fake-embedder;
-# 3. applies the database migrations;
+# 3. applies the database migrations to the quickstart's own database;
 # 4. starts the fake embedder, unless QUERN_EMBEDDING_URL points at a real API
 #    (then set QUERN_EMBEDDING_MODEL, QUERN_EMBEDDING_DIM and QUERN_EMBEDDING_API_KEY too);
-# 5. starts two worker replicas;
+# 5. starts two worker replicas, each with its own metrics port;
 # 6. enqueues the sample corpus in corpus/ and shows a progress bar until every job has finished;
 # 7. answers a similarity query with `quern search`;
 # 8. stops the workers (SIGTERM: they drain and exit 0) and the fake embedder.
 #
-# Settings: QUERN_DEMO_QUERY (the search), QUERN_DEMO_COLLECTION (default demo),
-# QUERN_WORKERS (default 2). Worker logs go to .quern/logs/.
+# It touches only its own queues and data, whatever else the servers hold: queue prefix `quern-demo` (exchange
+# quern-demo, queues quern-demo.*) and database `quern_demo`. It writes .quern/demo.env with both, for
+# `quern search` and `quern status` on the quickstart's data afterwards (README, "By hand").
+#
+# Settings: QUERN_DEMO_QUERY (the search), QUERN_DEMO_COLLECTION (default demo), QUERN_WORKERS (default 2),
+# QUERN_DEMO_PREFIX (default quern-demo), QUERN_DEMO_DATABASE (default quern_demo). Worker logs go to .quern/logs/.
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -25,11 +29,16 @@ demo_started=$SECONDS
 collection="${QUERN_DEMO_COLLECTION:-demo}"
 query="${QUERN_DEMO_QUERY:-Mr. Darcy, a proud gentleman, refuses to dance at the ball}"
 workers="${QUERN_WORKERS:-2}"
+prefix="${QUERN_DEMO_PREFIX:-quern-demo}"
+database="${QUERN_DEMO_DATABASE:-quern_demo}"
 
 bash scripts/services.sh >/dev/null
 # shellcheck source=/dev/null
 source .quern/env
+QUERN_DATABASE_URL="$(bash scripts/services.sh database "$database")"
 export QUERN_AMQP_URL QUERN_DATABASE_URL
+export QUERN_QUEUE_PREFIX="$prefix"
+quern_log "the quickstart uses only queue prefix \`$prefix\` and database \`$database\`: nothing else on these servers is read or written"
 
 if ! quern_have cargo && [[ -f ${CARGO_HOME:-$HOME/.cargo}/env ]]; then
     # shellcheck source=/dev/null
@@ -70,8 +79,20 @@ export QUERN_EMBEDDING_URL QUERN_EMBEDDING_DIM
 
 "$bin/quern" migrate
 
+{
+    echo "# Written by scripts/demo.sh: the quickstart's own queues and database. source it after .quern/env."
+    echo "export QUERN_DATABASE_URL='$QUERN_DATABASE_URL'"
+    echo "export QUERN_QUEUE_PREFIX='$prefix'"
+    echo "export QUERN_EMBEDDING_MODEL='${QUERN_EMBEDDING_MODEL:-}'"
+    echo "export QUERN_EMBEDDING_DIM='$QUERN_EMBEDDING_DIM'"
+} >.quern/demo.env
+
+# A small prefetch, so that the replicas share the 90 documents: with the default (256) the first worker to
+# connect would be handed every job of a corpus this small.
+metrics_ports=()
 for i in $(seq 1 "$workers"); do
-    QUERN_WORKER_ID="demo-worker-$i" QUERN_METRICS_ADDR="127.0.0.1:$((9090 + i))" \
+    metrics_ports+=("$((9090 + i))")
+    QUERN_WORKER_ID="demo-worker-$i" QUERN_METRICS_ADDR="127.0.0.1:$((9090 + i))" QUERN_PREFETCH="${QUERN_PREFETCH:-8}" \
         "$bin/quern-worker" >".quern/logs/worker-$i.log" 2>&1 &
     pids+=("$!")
 done
@@ -80,9 +101,15 @@ quern_log "started $workers workers (logs in .quern/logs/worker-N.log; metrics o
 ingest_started=$SECONDS
 "$bin/quern" enqueue corpus --collection "$collection" --extensions txt --wait
 quern_log "ingest took $((SECONDS - ingest_started))s"
+for i in $(seq 1 "$workers"); do
+    done_jobs="$(quern_http_get 127.0.0.1 "${metrics_ports[$((i - 1))]}" /metrics |
+        awk '$1 == "quern_jobs_succeeded_total" { print $2 }')"
+    quern_log "worker $i finished ${done_jobs:-?} jobs"
+done
 
 echo
 echo "quern search \"$query\" --collection $collection -k 5"
 "$bin/quern" search "$query" --collection "$collection" -k 5
 echo
 quern_log "quickstart finished in $((SECONDS - demo_started))s (including the build); stopping workers"
+quern_log "its data stays in database \`$database\`: see README, \"By hand\", to search it again"

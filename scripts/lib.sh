@@ -49,6 +49,16 @@ quern_amqp_answers() {
     [[ ${reply//[[:space:]]/} == 01 ]]
 }
 
+# The body of an HTTP GET of http://host:port/path, without curl (a fresh machine may lack it).
+quern_http_get() {
+    # shellcheck disable=SC2016  # $0, $1 and $2 expand in the inner bash
+    timeout 5 bash -c '
+        exec 3<>"/dev/tcp/$0/$1" || exit 1
+        printf "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n" "$2" "$0" >&3
+        sed "1,/^\r\{0,1\}$/d" <&3
+    ' "$1" "$2" "$3" 2>/dev/null
+}
+
 # True when host is a loopback name or address (we only ever start local servers).
 quern_is_loopback() {
     case "$1" in
@@ -71,6 +81,11 @@ quern_wait_for() {
     done
 }
 
+# The features and targets every `cargo test` of the suites builds with (scripts/test.sh, scripts/chaos.sh): one
+# feature set and one profile, so the workspace compiles once.
+QUERN_CARGO_FEATURES=(--features quern-worker/otlp)
+QUERN_CARGO_TEST_FLAGS=(--workspace --all-targets "${QUERN_CARGO_FEATURES[@]}")
+
 # What the test and fault-injection suites need before `cargo test`: in CI, a database without fsync and no
 # incremental builds; the services started (unless QUERN_TEST_AMQP_URL and QUERN_TEST_DATABASE_URL are both
 # set) and their URLs exported for the tests; cargo on PATH, installed with rustup on a fresh machine.
@@ -86,6 +101,7 @@ quern_prepare_tests() {
     fi
 
     if [[ -n ${QUERN_TEST_AMQP_URL:-} && -n ${QUERN_TEST_DATABASE_URL:-} ]]; then
+        QUERN_SERVICES_GIVEN=1
         quern_log "QUERN_TEST_AMQP_URL and QUERN_TEST_DATABASE_URL are set: using them, not starting services"
     else
         bash scripts/services.sh >/dev/null

@@ -3,11 +3,14 @@
 #
 #   bash scripts/test.sh [extra arguments for cargo test]
 #
-# 1. starts (or reuses) RabbitMQ and PostgreSQL+pgvector with scripts/services.sh
-#    -- unless QUERN_TEST_AMQP_URL and QUERN_TEST_DATABASE_URL are both set
-#    already, in which case the tests use those services as they are;
+# 1. starts (or reuses) RabbitMQ and PostgreSQL+pgvector with scripts/services.sh (which smoke-checks pgvector)
+#    -- unless QUERN_TEST_AMQP_URL and QUERN_TEST_DATABASE_URL are both set already, in which case the tests use
+#    those services as they are;
 # 2. exports QUERN_TEST_AMQP_URL and QUERN_TEST_DATABASE_URL, which the tests read;
-# 3. runs the doctests, then `cargo test --workspace --all-targets`.
+# 3. compiles the workspace ONCE (one profile, one feature set: `otlp` on) and runs every test target, then the
+#    doctests, which reuse the same build;
+# 4. runs scripts/pg-cpu-check.sh: the installed PostgreSQL + pgvector under emulated older CPUs (skipped when the
+#    services were given from outside, or with QUERN_SKIP_CPU_CHECK=1).
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -17,9 +20,20 @@ cd "$QUERN_ROOT"
 quern_prepare_tests
 quern_log "$(cargo --version)"
 
-# `--all-targets` leaves out doctests (the producer's axum example among them): run them too.
-cargo test --workspace --doc "$@"
-# The OTLP export test needs the optional `otlp` feature, and a process of its own (it installs the global
-# tracing subscriber).
-cargo test -p quern-worker --features otlp --test otlp "$@"
-exec cargo test --workspace --all-targets "$@"
+# Every cargo invocation of the suites uses these flags, so that nothing is compiled twice (scripts/chaos.sh too).
+# The OTLP export test needs the optional `otlp` feature; it is a test binary of its own, so its global tracing
+# subscriber stays in its own process.
+started=$SECONDS
+cargo test "${QUERN_CARGO_TEST_FLAGS[@]}" --no-run
+quern_log "compiled the workspace's tests in $((SECONDS - started))s"
+started=$SECONDS
+cargo test "${QUERN_CARGO_TEST_FLAGS[@]}" "$@"
+# `--all-targets` leaves out doctests (the producer's axum example among them).
+cargo test --workspace --doc "${QUERN_CARGO_FEATURES[@]}" "$@"
+quern_log "ran the tests in $((SECONDS - started))s"
+
+if [[ ${QUERN_SERVICES_GIVEN:-} == 1 || ${QUERN_SKIP_CPU_CHECK:-} == 1 ]]; then
+    quern_log "skipping scripts/pg-cpu-check.sh (services given from outside, or QUERN_SKIP_CPU_CHECK=1)"
+else
+    bash scripts/pg-cpu-check.sh
+fi
