@@ -3,7 +3,7 @@
 #
 #   bash scripts/bench.sh [--workers N] [--documents M] [--document-bytes B] [--latency-ms L]
 #                         [--concurrency C] [--batch-size S] [--prefetch P] [--vector-index live|deferred]
-#                         [--embedder-max-concurrency K] [--adaptive] [--baseline celery]
+#                         [--embedder-max-concurrency K] [--fixed-concurrency] [--baseline celery]
 #
 # Starts the services, builds release binaries, then runs benches/src/bin/quern-bench.rs: N worker processes
 # against real RabbitMQ and Postgres and the fake embedder at L ms, M documents of B bytes. Prints a table and

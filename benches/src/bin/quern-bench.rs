@@ -56,9 +56,10 @@ struct Args {
     /// like a provider with a concurrency cap.
     #[arg(long, default_value_t = 0)]
     embedder_max_concurrency: usize,
-    /// Run each worker with `--embedding-adaptive-concurrency` (`--concurrency` is then the most per worker).
+    /// Run each worker with a fixed pool of `--concurrency` requests in flight (`--embedding-adaptive-concurrency
+    /// false`) instead of the workers' default, an adaptive limit with `--concurrency` as its ceiling.
     #[arg(long)]
-    adaptive: bool,
+    fixed_concurrency: bool,
     /// The worker binary (a release build: scripts/bench.sh builds it).
     #[arg(long, default_value = "target/release/quern-worker")]
     worker_bin: PathBuf,
@@ -106,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
         } else {
             String::new()
         },
-        if args.adaptive { ", adaptive concurrency" } else { "" },
+        if args.fixed_concurrency { ", fixed concurrency" } else { ", adaptive concurrency" },
     );
 
     let quern = run_quern(&args, &jobs, chunks).await?;
@@ -146,7 +147,7 @@ fn setup(args: &Args, chunks: usize) -> Value {
         "workers": args.workers, "documents": args.documents, "document_bytes": args.document_bytes, "chunks": chunks,
         "latency_ms": args.latency_ms, "concurrency": args.concurrency, "batch_size": args.batch_size,
         "prefetch": args.prefetch, "vector_index": format!("{:?}", args.vector_index).to_lowercase(), "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "embedder_max_concurrency": args.embedder_max_concurrency, "adaptive": args.adaptive,
+        "embedder_max_concurrency": args.embedder_max_concurrency, "adaptive": !args.fixed_concurrency,
     })
 }
 
@@ -177,7 +178,7 @@ async fn run_quern(args: &Args, jobs: &[Job], chunks: usize) -> anyhow::Result<V
             ])
             .args(["--prefetch", &args.prefetch.to_string(), "--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(["--worker-id", &format!("bench-{i}")])
-            .args(args.adaptive.then_some("--embedding-adaptive-concurrency"))
+            .args(args.fixed_concurrency.then_some(["--embedding-adaptive-concurrency", "false"]).into_iter().flatten())
             .env("RUST_LOG", "warn,quern_embed::retry=error")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -10,6 +10,9 @@ pub const JOBS_SUCCEEDED: &str = "quern_jobs_succeeded_total";
 pub const JOBS_RETRIED: &str = "quern_jobs_retried_total";
 /// Counter, labels `reason_class` (`transient`/`permanent`) and `reason`: jobs moved to the dead-letter queue.
 pub const JOBS_DEAD_LETTERED: &str = "quern_jobs_dead_lettered_total";
+/// Counter, label `reason`: jobs given back to a delay queue without using up an attempt, because the embedding
+/// provider refused every request (not the job's fault).
+pub const JOBS_GIVEN_BACK: &str = "quern_jobs_given_back_total";
 /// Histogram, label `span`: `enqueue_to_commit` (from the time in the job id) or `processing` (one attempt).
 pub const JOB_DURATION_SECONDS: &str = "quern_job_duration_seconds";
 /// Gauge: jobs being processed by this worker now.
@@ -28,6 +31,15 @@ pub const EMBEDDING_PERMITS_IN_USE: &str = "quern_embedding_permits_in_use";
 pub const EMBEDDING_PERMITS: &str = "quern_embedding_permits";
 /// Gauge: embedding requests allowed in flight now: the adaptive limit, or the pool size when it is fixed.
 pub const EMBEDDING_CONCURRENCY_LIMIT: &str = "quern_embedding_concurrency_limit";
+/// Counter: times this process switched from `base64` to `float` vectors because the provider refused `base64`
+/// (at most once per process).
+pub const EMBEDDING_ENCODING_FALLBACKS: &str = "quern_embedding_encoding_fallbacks_total";
+/// Gauge: 1 while the embedding provider takes requests, 0 while it refuses every one (a revoked key, an unknown
+/// model, nobody listening) and is only probed.
+pub const EMBEDDING_PROVIDER_AVAILABLE: &str = "quern_embedding_provider_available";
+/// Counter, label `reason` (`embedding_unauthorized`, `embedding_misconfigured`, `embedding_unreachable`, ...):
+/// times the embedding provider started refusing every request.
+pub const EMBEDDING_PROVIDER_OUTAGES: &str = "quern_embedding_provider_outages_total";
 /// Histogram, label `op` (`upsert`, `unchanged`, `delete`): duration of the write transaction.
 pub const DB_WRITE_SECONDS: &str = "quern_db_write_duration_seconds";
 /// Histogram: jobs whose writes shared one transaction (group commit).

@@ -53,6 +53,17 @@ pub enum Outcome {
         /// What went wrong.
         failure: Failure,
     },
+    /// Not the job's fault: the embedding provider refuses every request for now (a revoked key, an unknown
+    /// model, nobody listening). Park the message in the delay queue of `after` with its attempt count
+    /// unchanged; the worker takes no new jobs until the provider answers again.
+    GiveBack {
+        /// Delay tier to wait in.
+        after: Duration,
+        /// Failed attempts so far, unchanged by this one.
+        failed_attempts: u32,
+        /// What the provider answered.
+        failure: Failure,
+    },
     /// A failure no retry can fix, or attempts used up: move the message to the dead-letter queue.
     DeadLetter {
         /// Failed attempts so far.

@@ -1,12 +1,21 @@
 //! One embedding request per batch against an OpenAI-compatible API, with the answer checked.
+//!
+//! Vectors are asked for as `base64` unless configured otherwise. Several self-hosted servers speak floats only
+//! and refuse it; the first such refusal (a 400 or 422 naming `encoding_format` or `base64`, or an answer that
+//! cannot be read as asked) is resent as `float`, and if that works the client asks for floats from then on,
+//! for every clone of it in the process, with one log line and one count. A server that merely ignores the
+//! parameter answers with numbers, which are read as well, so it costs nothing.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use quern_core::metric_names;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::wire::{EmbeddingRequestRef, EmbeddingResponse, VectorEncoding};
-use crate::EmbedError;
+use crate::{refusal, EmbedError};
 
 /// How to reach the embedding API.
 #[derive(Debug, Clone)]
@@ -39,6 +48,8 @@ pub struct EmbeddingClient {
     dimension: usize,
     request_timeout: Duration,
     encoding: VectorEncoding,
+    /// Set once the provider refused `base64`: shared by every clone, so the whole process asks for floats.
+    float_fallback: Arc<AtomicBool>,
 }
 
 /// Longest provider error message kept; some answer with whole HTML pages.
@@ -70,7 +81,22 @@ impl EmbeddingClient {
             dimension: config.dimension,
             request_timeout: config.request_timeout,
             encoding: config.encoding,
+            float_fallback: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// The per-request timeout configured.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// How vectors are asked for now: the configured encoding, or `float` once the provider refused `base64`.
+    pub fn encoding(&self) -> VectorEncoding {
+        if self.float_fallback.load(Ordering::Relaxed) {
+            VectorEncoding::Float
+        } else {
+            self.encoding
+        }
     }
 
     /// The endpoint requests go to.
@@ -109,9 +135,45 @@ impl EmbeddingClient {
 
     /// Embeds `inputs` in one request; the vectors come back in input order.
     pub async fn embed_batch(&self, inputs: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let request =
-            EmbeddingRequestRef { model: &self.model, input: inputs, encoding_format: self.encoding.as_str() };
-        let response = self.http.post(&self.endpoint).json(&request).send().await.map_err(|e| self.request_error(e))?;
+        self.embed_within(inputs, self.request_timeout).await
+    }
+
+    /// [`EmbeddingClient::embed_batch`] with a timeout of its own (the pool lengthens it for a resend).
+    pub async fn embed_within(&self, inputs: &[&str], timeout: Duration) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let encoding = self.encoding();
+        let answer = self.send(inputs, encoding, timeout).await;
+        match &answer {
+            Err(refused) if encoding == VectorEncoding::Base64 && refuses_base64(refused) => {
+                let floats = self.send(inputs, VectorEncoding::Float, timeout).await;
+                if floats.is_ok() && !self.float_fallback.swap(true, Ordering::Relaxed) {
+                    metrics::counter!(metric_names::EMBEDDING_ENCODING_FALLBACKS).increment(1);
+                    tracing::warn!(
+                        "the embedding API at {} refused base64 vectors ({refused}); asking for float vectors from \
+                         now on (set --embedding-encoding float to skip this)",
+                        self.shown_endpoint
+                    );
+                }
+                floats
+            }
+            _ => answer,
+        }
+    }
+
+    async fn send(
+        &self,
+        inputs: &[&str],
+        encoding: VectorEncoding,
+        timeout: Duration,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let request = EmbeddingRequestRef { model: &self.model, input: inputs, encoding_format: encoding.as_str() };
+        let response = self
+            .http
+            .post(&self.endpoint)
+            .timeout(timeout)
+            .json(&request)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e, timeout))?;
         let status = response.status();
         if !status.is_success() {
             let retry_after = response
@@ -121,18 +183,17 @@ impl EmbeddingClient {
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .filter(|secs| secs.is_finite() && *secs >= 0.0)
                 .map(Duration::from_secs_f64);
-            let mut message = response.text().await.unwrap_or_default();
-            truncate_at_char_boundary(&mut message, MAX_ERROR_MESSAGE);
-            return Err(EmbedError::Status { status: status.as_u16(), message, retry_after });
+            let body = response.text().await.unwrap_or_default();
+            let mut error = EmbedError::from_answer(status.as_u16(), &body, retry_after);
+            if let EmbedError::Status { message, .. } = &mut error {
+                truncate_at_char_boundary(message, MAX_ERROR_MESSAGE);
+            }
+            return Err(error);
         }
-        let body = response.bytes().await.map_err(|e| self.request_error(e))?;
+        let body = response.bytes().await.map_err(|e| self.transport_error(e, timeout))?;
         let parsed: EmbeddingResponse = serde_json::from_slice(&body)
             .map_err(|e| EmbedError::InvalidResponse(format!("body is not an embeddings response: {e}")))?;
         order_and_check(parsed, inputs.len(), self.dimension)
-    }
-
-    fn request_error(&self, error: reqwest::Error) -> EmbedError {
-        self.transport_error(error, self.request_timeout)
     }
 
     fn transport_error(&self, error: reqwest::Error, timeout: Duration) -> EmbedError {
@@ -141,6 +202,20 @@ impl EmbeddingClient {
         } else {
             EmbedError::Transport { endpoint: self.shown_endpoint.clone(), reason: transport_reason(&error) }
         }
+    }
+}
+
+/// Whether a failed `base64` request is worth resending as `float`: a 400 or 422 that names the encoding, or an
+/// answer that could not be read as asked (a float answer is read either way, so this is a server that encodes
+/// differently). Other refusals are left to the caller, which judges them.
+fn refuses_base64(error: &EmbedError) -> bool {
+    match error {
+        EmbedError::Status { status: 400 | 422, message, param, code, .. } => {
+            let body = refusal::ErrorBody { message: message.clone(), param: param.clone(), code: code.clone() };
+            refusal::refuses_base64(&body)
+        }
+        EmbedError::InvalidResponse(_) => true,
+        _ => false,
     }
 }
 
@@ -308,15 +383,39 @@ mod tests {
         assert_eq!(error.reason(), "embedding_unreachable");
     }
 
-    #[test]
-    fn statuses_are_classified_like_providers_behave() {
-        use quern_core::ErrorClass::*;
-        let status = |status| EmbedError::Status { status, message: String::new(), retry_after: None };
-        for code in [408, 429, 500, 502, 503, 504] {
-            assert_eq!(status(code).class(), Transient, "{code}");
-        }
-        for code in [400, 401, 403, 404, 413, 422] {
-            assert_eq!(status(code).class(), Permanent, "{code}");
-        }
+    /// A server that speaks floats only: the refused request is resent as float, and the client asks for floats
+    /// from then on, in every clone.
+    #[tokio::test]
+    async fn a_refused_base64_request_is_resent_as_float_and_floats_are_kept() {
+        let fake = quern_fake_embedder::FakeEmbedderConfig { dim: 8, refuse_base64: true, ..Default::default() };
+        let server = quern_fake_embedder::spawn(fake).await.expect("fake embedder");
+        let client =
+            EmbeddingClient::new(&EmbeddingClientConfig { encoding: VectorEncoding::Base64, ..config(&server.url()) })
+                .expect("valid");
+        let clone = client.clone();
+        let vectors = client.embed_batch(&["alpha beta", "gamma"]).await.expect("answered as float");
+        assert_eq!(vectors[1], quern_fake_embedder::embed_text("gamma", 8));
+        assert_eq!(clone.encoding(), VectorEncoding::Float, "remembered by every clone");
+        clone.embed_batch(&["delta"]).await.expect("float at once");
+        let stats = server.stats().snapshot();
+        assert_eq!((stats.refused_base64, stats.ok, stats.requests), (1, 2, 3), "{stats:?}");
+    }
+
+    /// Other refusals are not mistaken for the encoding's: no float resend, base64 kept.
+    #[tokio::test]
+    async fn a_refusal_of_an_input_does_not_change_the_encoding() {
+        let fake = quern_fake_embedder::FakeEmbedderConfig {
+            dim: 8,
+            reject_marker: Some("FORBIDDEN".into()),
+            ..Default::default()
+        };
+        let server = quern_fake_embedder::spawn(fake).await.expect("fake embedder");
+        let client =
+            EmbeddingClient::new(&EmbeddingClientConfig { encoding: VectorEncoding::Base64, ..config(&server.url()) })
+                .expect("valid");
+        let refused = client.embed_batch(&["a FORBIDDEN word"]).await.expect_err("refused");
+        assert_eq!(refused.to_string(), "embedding API answered 400: input 0 was refused by the content policy.");
+        assert_eq!(client.encoding(), VectorEncoding::Base64);
+        assert_eq!(server.stats().snapshot().requests, 1);
     }
 }

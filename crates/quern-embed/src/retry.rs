@@ -1,5 +1,7 @@
 //! Retrying transient embedding failures: growing pauses with full jitter (`quern_core::backoff`), a bounded total
-//! time, and the provider's `Retry-After` honoured unless waiting it would pass that bound.
+//! time, and the provider's `Retry-After` honoured unless waiting it would pass that bound. A timeout is not
+//! retried here: the provider still computes the request we gave up on, so the pool resends it only once the
+//! provider has worked off what it held (`request.rs`).
 
 use std::future::Future;
 use std::time::Duration;
@@ -30,8 +32,9 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Runs `op` until it succeeds, fails permanently, or the policy's time is up; returns the last error then.
-/// A `Retry-After` from the provider replaces the computed delay, unless waiting it would pass the limit.
+/// Runs `op` until it succeeds, fails permanently or times out, or the policy's time is up; returns the last
+/// error then. A `Retry-After` from the provider replaces the computed delay, unless waiting it would pass the
+/// limit.
 pub async fn retry_transient<T, F, Fut>(policy: &RetryPolicy, mut op: F) -> Result<T, EmbedError>
 where
     F: FnMut() -> Fut,
@@ -46,7 +49,7 @@ where
             Ok(value) => return Ok(value),
             Err(error) => error,
         };
-        if error.class() == ErrorClass::Permanent {
+        if error.class() == ErrorClass::Permanent || matches!(error, EmbedError::Timeout(_)) {
             return Err(error);
         }
         let remaining = policy.max_elapsed.saturating_sub(started.elapsed());
@@ -67,7 +70,7 @@ mod tests {
     use super::*;
 
     fn status(code: u16, retry_after: Option<Duration>) -> EmbedError {
-        EmbedError::Status { status: code, message: String::new(), retry_after }
+        EmbedError::Status { status: code, message: String::new(), param: None, code: None, retry_after }
     }
 
     /// Calls `op` through the retry loop, failing with `errors` in turn, then succeeding.
@@ -97,6 +100,13 @@ mod tests {
     async fn permanent_errors_are_not_retried() {
         let (result, calls, _) = run(RetryPolicy::default(), vec![status(400, None)]).await;
         assert!(matches!(result, Err(EmbedError::Status { status: 400, .. })));
+        assert_eq!(calls, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeouts_are_left_to_the_pool() {
+        let (result, calls, _) = run(RetryPolicy::default(), vec![EmbedError::Timeout(Duration::from_secs(30))]).await;
+        assert!(matches!(result, Err(EmbedError::Timeout(_))));
         assert_eq!(calls, 1);
     }
 

@@ -1,7 +1,9 @@
-//! The OpenAI-compatible `/v1/embeddings` request and response bodies, shared by the client and the fake embedder.
+//! The OpenAI-compatible `/v1/embeddings` request and response bodies, shared by the client and the two servers
+//! (`quern-embedder`, `quern-fake-embedder`), which write the response with [`render_response`].
 
 use base64::Engine;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Request body as the client sends it (borrowed, so batching copies no text).
 #[derive(Debug, Serialize)]
@@ -133,6 +135,67 @@ pub struct EmbeddingUsage {
     pub prompt_tokens: u64,
     /// Tokens billed.
     pub total_tokens: u64,
+}
+
+/// A server's response body for `vectors` (`n × dim` floats, in input order): OpenAI's shape, with its `object`
+/// fields, each vector as numbers or (`base64`) as base64 of its little-endian `f32`s, echoing the `model` the client
+/// named. Serialised straight from the flat buffer, so no `Vec` per input is built.
+pub fn render_response(
+    vectors: &[f32],
+    dim: usize,
+    model: &str,
+    base64: bool,
+    usage: EmbeddingUsage,
+) -> serde_json::Result<Vec<u8>> {
+    let response = ResponseBody { object: "list", data: DataList { vectors, dim: dim.max(1), base64 }, model, usage };
+    // A unit-vector component prints in at most ~13 bytes ("-0.012345678,").
+    let mut body = Vec::with_capacity(vectors.len() * 13 + vectors.len() / dim.max(1) * 48 + model.len() + 128);
+    serde_json::to_writer(&mut body, &response)?;
+    Ok(body)
+}
+
+#[derive(Serialize)]
+struct ResponseBody<'a> {
+    object: &'static str,
+    data: DataList<'a>,
+    model: &'a str,
+    usage: EmbeddingUsage,
+}
+
+/// The `data` array, one entry per `dim`-sized slice of the flat buffer.
+struct DataList<'a> {
+    vectors: &'a [f32],
+    dim: usize,
+    base64: bool,
+}
+
+#[derive(Serialize)]
+struct DataEntry<'a> {
+    object: &'static str,
+    index: usize,
+    embedding: RenderedVector<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum RenderedVector<'a> {
+    Numbers(&'a [f32]),
+    Base64(String),
+}
+
+impl Serialize for DataList<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.vectors.len() / self.dim))?;
+        for (index, vector) in self.vectors.chunks_exact(self.dim).enumerate() {
+            let embedding = if self.base64 {
+                RenderedVector::Base64(encode_base64(vector))
+            } else {
+                RenderedVector::Numbers(vector)
+            };
+            seq.serialize_element(&DataEntry { object: "embedding", index, embedding })?;
+        }
+        seq.end()
+    }
 }
 
 #[cfg(test)]

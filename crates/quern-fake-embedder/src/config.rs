@@ -1,4 +1,5 @@
-//! The fake embedder's knobs: vector size, injected latency and faults, and admission limits.
+//! The fake embedder's knobs: vector size, injected latency and faults, admission limits, and the ways real
+//! self-hosted servers differ (one request computed at a time, floats only, a key refused for a while).
 
 use std::fmt;
 
@@ -34,6 +35,16 @@ pub struct FakeEmbedderConfig {
     /// Refuse with `400` any request with an input containing this text, as a provider's content policy would:
     /// a document that can never be embedded as it is.
     pub reject_marker: Option<String>,
+    /// Compute one request at a time, as a CPU server does: the others wait in order, and a request whose
+    /// client gave up is still computed in its turn. With `latency_ms`, each request takes that long once its
+    /// turn comes.
+    pub serial: bool,
+    /// Refuse `encoding_format: "base64"` with `400` (`encoding_format "base64" is not supported; use
+    /// "float"`), as servers that speak floats only do.
+    pub refuse_base64: bool,
+    /// Answer `401` (an OpenAI-style `invalid_api_key` error) to every embedding request for this many seconds
+    /// after start, then serve normally: a key revoked, then restored.
+    pub unauthorized_for_secs: u64,
 }
 
 impl Default for FakeEmbedderConfig {
@@ -48,6 +59,9 @@ impl Default for FakeEmbedderConfig {
             max_concurrency: 0,
             max_request_chars: 0,
             reject_marker: None,
+            serial: false,
+            refuse_base64: false,
+            unauthorized_for_secs: 0,
         }
     }
 }

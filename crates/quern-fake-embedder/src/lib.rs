@@ -2,7 +2,8 @@
 //!
 //! Map of the crate:
 //! - [`embedding`]: the hashing embedder ([`embed_text`]) that tests elsewhere can call directly.
-//! - [`config`]: [`FakeEmbedderConfig`], the latency, fault and limit knobs.
+//! - [`config`]: [`FakeEmbedderConfig`], the latency, fault and limit knobs, and the ways self-hosted servers
+//!   differ (one request computed at a time, floats only, a key refused for a while).
 //! - [`stats`]: [`Stats`] counters, also served as `GET /stats`.
 //! - `server`: the axum routes and fault injection.
 //! - this file: [`bind`] / [`FakeEmbedder::serve`] for callers that manage the server's life,
@@ -55,7 +56,7 @@ pub async fn bind(addr: impl ToSocketAddrs, config: FakeEmbedderConfig) -> io::R
     config.validate().map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
     let listener = TcpListener::bind(addr).await?;
     let local_addr = listener.local_addr()?;
-    Ok(FakeEmbedder { listener, local_addr, state: Arc::new(AppState { config, stats: Arc::new(Stats::default()) }) })
+    Ok(FakeEmbedder { listener, local_addr, state: Arc::new(AppState::new(config)) })
 }
 
 impl FakeEmbedder {

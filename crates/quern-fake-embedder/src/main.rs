@@ -6,7 +6,11 @@ use quern_fake_embedder::config::{DEFAULT_DIM, DEFAULT_MAX_BATCH, DEFAULT_PORT};
 use quern_fake_embedder::FakeEmbedderConfig;
 
 /// OpenAI-compatible embedding server (POST /v1/embeddings) with deterministic lexical vectors,
-/// plus GET /healthz and GET /stats.
+/// plus GET /healthz and GET /stats (counters, JSON).
+///
+/// Behaving like a 2-core CPU server that computes one 32-chunk request at a time in 2.5 s, speaks floats only,
+/// and whose key is refused for its first 20 s:
+/// `quern-fake-embedder --serial --latency-ms 2500 --refuse-base64 --unauthorized-for-secs 20`
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -45,6 +49,19 @@ struct Args {
     /// Answer 400 to any request with an input containing this text (a content policy). Default: none.
     #[arg(long)]
     reject_marker: Option<String>,
+    /// Compute one request at a time, like a CPU server: the others wait in order, and a request whose client
+    /// gave up is still computed in its turn (counted as `abandoned` in /stats). With --latency-ms, each takes
+    /// that long once its turn comes.
+    #[arg(long)]
+    serial: bool,
+    /// Refuse `encoding_format: "base64"` with 400 `encoding_format "base64" is not supported; use "float"`, like
+    /// servers that speak floats only.
+    #[arg(long)]
+    refuse_base64: bool,
+    /// Answer 401 (OpenAI's `invalid_api_key` error) to every embedding request for this many seconds after
+    /// start, then serve normally: a key revoked, then restored. 0 = never.
+    #[arg(long, default_value_t = 0)]
+    unauthorized_for_secs: u64,
 }
 
 fn parse_positive(value: &str) -> Result<usize, String> {
@@ -83,6 +100,9 @@ async fn main() -> anyhow::Result<()> {
         max_concurrency: args.max_concurrency,
         max_request_chars: args.max_request_chars,
         reject_marker: args.reject_marker,
+        serial: args.serial,
+        refuse_base64: args.refuse_base64,
+        unauthorized_for_secs: args.unauthorized_for_secs,
     };
     tracing::info!(?config, "starting");
     let server = quern_fake_embedder::bind((args.host.as_str(), args.port), config)

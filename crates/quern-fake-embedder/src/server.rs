@@ -1,4 +1,8 @@
 //! HTTP routes: `POST /v1/embeddings` with injected latency and faults, `GET /healthz`, `GET /stats`.
+//!
+//! With `serial`, the work of a request (its latency, fault draw and vectors) runs in a task of its own that
+//! waits its turn for the one "CPU": requests queue in order, and one whose client gave up is still computed, as
+//! a real server computes what it already accepted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,10 +14,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use quern_embed::wire::{encode_base64, EmbeddingRequest, EmbeddingUsage};
+use quern_embed::wire::{render_response, EmbeddingRequest, EmbeddingUsage};
 use rand::Rng;
-use serde::ser::SerializeSeq;
-use serde::{Serialize, Serializer};
 
 use crate::config::FakeEmbedderConfig;
 use crate::embedding::embed_into;
@@ -33,6 +35,21 @@ const INLINE_TEXT_BYTES: usize = 256 * 1024;
 pub(crate) struct AppState {
     pub(crate) config: FakeEmbedderConfig,
     pub(crate) stats: Arc<Stats>,
+    /// When the server was bound: `unauthorized_for_secs` counts from here.
+    pub(crate) started: std::time::Instant,
+    /// The one "CPU" of `serial` mode; tokio's mutex is fair, so requests get it in order.
+    pub(crate) serial: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl AppState {
+    pub(crate) fn new(config: FakeEmbedderConfig) -> AppState {
+        AppState {
+            config,
+            stats: Arc::new(Stats::default()),
+            started: std::time::Instant::now(),
+            serial: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
 }
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
@@ -52,18 +69,36 @@ async fn stats(State(state): State<Arc<AppState>>) -> Response {
     Json(state.stats.snapshot()).into_response()
 }
 
-/// The order of checks mirrors a real provider: concurrency admission first (instant `429`),
-/// then request validation (instant `400`), then the simulated work time, then the random
-/// fault draw (`429` or `500`, after the delay, like an overloaded backend), then the answer.
+/// The order of checks mirrors a real provider: concurrency admission first (instant `429`), then the API
+/// key (instant `401`), then request validation (instant `400`), then the simulated work time (after its turn,
+/// when serial), then the random fault draw (`429` or `500`, after the delay, like an overloaded backend), then
+/// the answer.
 async fn embeddings(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let config = &state.config;
-    let stats = &state.stats;
+    let stats = state.stats.clone();
     stats.request();
     let (_in_flight, now) = stats.enter();
+    let answering = stats.answering();
+    let response = answer(state, body, now).await;
+    answering.answered();
+    response
+}
+
+async fn answer(state: Arc<AppState>, body: Result<Bytes, BytesRejection>, now: u64) -> Response {
+    let config = &state.config;
+    let stats = &state.stats;
     if config.max_concurrency > 0 && now > config.max_concurrency as u64 {
         stats.throttled_429();
         tracing::debug!(in_flight = now, "over --max-concurrency, answering 429");
         return throttled("Too many concurrent requests; retry after 1 second.");
+    }
+    if state.started.elapsed().as_secs() < config.unauthorized_for_secs {
+        stats.unauthorized_401();
+        return openai_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            Some("invalid_api_key"),
+            "Incorrect API key provided (injected by --unauthorized-for-secs).",
+        );
     }
 
     let body = match body {
@@ -85,6 +120,10 @@ async fn embeddings(State(state): State<Arc<AppState>>, body: Result<Bytes, Byte
     let model = request.model;
     let base64 = match request.encoding_format.as_deref() {
         None | Some("float") => false,
+        Some("base64") if config.refuse_base64 => {
+            stats.refused_base64();
+            return invalid_request(r#"encoding_format "base64" is not supported; use "float""#);
+        }
         Some("base64") => true,
         Some(other) => {
             stats.rejected_400();
@@ -119,6 +158,22 @@ async fn embeddings(State(state): State<Arc<AppState>>, body: Result<Bytes, Byte
         ));
     }
 
+    if config.serial {
+        let turn = state.serial.clone().lock_owned();
+        let work = tokio::spawn(async move {
+            let _turn = turn.await;
+            work(&state, texts, model, base64).await
+        });
+        return work.await.unwrap_or_else(|err| {
+            openai_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None, &format!("work failed: {err}"))
+        });
+    }
+    work(&state, texts, model, base64).await
+}
+
+/// The simulated work time, the fault draw and the vectors.
+async fn work(state: &AppState, texts: Vec<String>, model: String, base64: bool) -> Response {
+    let (config, stats) = (&state.config, &state.stats);
     // ThreadRng is not Send, so draw everything before the first await.
     let (delay_ms, fault_draw) = {
         let mut rng = rand::rng();
@@ -180,60 +235,8 @@ fn render(texts: &[String], dim: usize, model: &str, base64: bool) -> Result<Vec
     for (text, out) in texts.iter().zip(vectors.chunks_exact_mut(dim)) {
         tokens += embed_into(text, out) as u64;
     }
-    let response = ResponseBody {
-        object: "list",
-        data: DataList { vectors: &vectors, dim, base64 },
-        model,
-        usage: EmbeddingUsage { prompt_tokens: tokens, total_tokens: tokens },
-    };
-    // A unit-vector component prints in at most ~13 bytes ("-0.012345678,").
-    let mut body = Vec::with_capacity(vectors.len() * 13 + texts.len() * 48 + model.len() + 128);
-    serde_json::to_writer(&mut body, &response).map_err(|err| err.to_string())?;
-    Ok(body)
-}
-
-/// OpenAI's response shape; a superset of `quern_embed::wire::EmbeddingResponse` (adds the
-/// `object` fields) that borrows the vectors instead of copying them into per-input `Vec`s.
-#[derive(Serialize)]
-struct ResponseBody<'a> {
-    object: &'static str,
-    data: DataList<'a>,
-    model: &'a str,
-    usage: EmbeddingUsage,
-}
-
-/// The `data` array, one entry per `dim`-sized slice of the flat buffer.
-struct DataList<'a> {
-    vectors: &'a [f32],
-    dim: usize,
-    /// `encoding_format: "base64"`: each vector as base64 of its little-endian bytes, as OpenAI sends it.
-    base64: bool,
-}
-
-#[derive(Serialize)]
-struct DataEntry<'a> {
-    object: &'static str,
-    index: usize,
-    embedding: Embedding<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Embedding<'a> {
-    Numbers(&'a [f32]),
-    Base64(String),
-}
-
-impl Serialize for DataList<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut seq = serializer.serialize_seq(Some(self.vectors.len() / self.dim))?;
-        for (index, embedding) in self.vectors.chunks_exact(self.dim).enumerate() {
-            let embedding =
-                if self.base64 { Embedding::Base64(encode_base64(embedding)) } else { Embedding::Numbers(embedding) };
-            seq.serialize_element(&DataEntry { object: "embedding", index, embedding })?;
-        }
-        seq.end()
-    }
+    let usage = EmbeddingUsage { prompt_tokens: tokens, total_tokens: tokens };
+    render_response(&vectors, dim, model, base64, usage).map_err(|err| err.to_string())
 }
 
 fn invalid_request(message: &str) -> Response {

@@ -14,6 +14,9 @@ pub struct Stats {
     errors_500: AtomicU64,
     throttled_429: AtomicU64,
     rejected_400: AtomicU64,
+    refused_base64: AtomicU64,
+    unauthorized_401: AtomicU64,
+    abandoned: AtomicU64,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
 }
@@ -31,8 +34,17 @@ pub struct StatsSnapshot {
     pub errors_500: u64,
     /// Requests answered `429`, by `--throttle-rate` or by `--max-concurrency`.
     pub throttled_429: u64,
-    /// Invalid requests: malformed JSON, empty or oversized batch, unreadable body.
+    /// Invalid requests: malformed JSON, empty or oversized batch, unreadable body, refused encoding.
     pub rejected_400: u64,
+    /// Requests refused for asking `base64` vectors (`--refuse-base64`); also counted in `rejected_400`.
+    #[serde(default)]
+    pub refused_base64: u64,
+    /// Requests answered `401` (`--unauthorized-for-secs`).
+    #[serde(default)]
+    pub unauthorized_401: u64,
+    /// Requests whose client went away before the answer (a client-side timeout, typically).
+    #[serde(default)]
+    pub abandoned: u64,
     /// Embedding requests being handled right now.
     #[serde(default)]
     pub in_flight: u64,
@@ -52,6 +64,9 @@ impl Stats {
             errors_500: get(&self.errors_500),
             throttled_429: get(&self.throttled_429),
             rejected_400: get(&self.rejected_400),
+            refused_base64: get(&self.refused_base64),
+            unauthorized_401: get(&self.unauthorized_401),
+            abandoned: get(&self.abandoned),
             in_flight: get(&self.in_flight),
             max_in_flight: get(&self.max_in_flight),
         }
@@ -78,6 +93,21 @@ impl Stats {
         self.rejected_400.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn refused_base64(&self) {
+        self.refused_base64.fetch_add(1, Ordering::Relaxed);
+        self.rejected_400();
+    }
+
+    pub(crate) fn unauthorized_401(&self) {
+        self.unauthorized_401.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A guard that counts the request as abandoned if it is dropped before [`Answering::answered`]: hyper drops
+    /// a handler's future when its client closes the connection.
+    pub(crate) fn answering(&self) -> Answering<'_> {
+        Answering { stats: self, answered: false }
+    }
+
     /// Counts a request as in flight until the guard drops (also when the client disconnects
     /// and the handler future is dropped mid-way). Returns the guard and the in-flight count
     /// including this request.
@@ -85,6 +115,28 @@ impl Stats {
         let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.max_in_flight.fetch_max(now, Ordering::Relaxed);
         (InFlight(self), now)
+    }
+}
+
+/// Counts its request as abandoned unless answered before it drops.
+#[derive(Debug)]
+pub(crate) struct Answering<'a> {
+    stats: &'a Stats,
+    answered: bool,
+}
+
+impl Answering<'_> {
+    /// The answer is on its way: the client was still there.
+    pub(crate) fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.stats.abandoned.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 

@@ -42,11 +42,14 @@ fn help_states_every_default() {
         "--max-concurrency <MAX_CONCURRENCY>",
         "--max-request-chars <MAX_REQUEST_CHARS>",
         "--reject-marker <REJECT_MARKER>",
+        "--serial",
+        "--refuse-base64",
+        "--unauthorized-for-secs <UNAUTHORIZED_FOR_SECS>",
     ] {
         assert!(help.contains(expected), "missing {expected:?} in:\n{help}");
     }
-    // Every option shows a default but help, version and --reject-marker (off unless given).
-    assert_eq!(help.matches("[default: ").count(), 10, "{help}");
+    // Every option shows a default but help, version, --reject-marker (off unless given) and the switches.
+    assert_eq!(help.matches("[default: ").count(), 11, "{help}");
 }
 
 #[tokio::test]

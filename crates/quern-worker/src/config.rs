@@ -76,12 +76,15 @@ pub struct EmbeddingArgs {
     /// Dimension of the vectors; the `vector(D)` column is created with it and every answer is checked against it.
     #[arg(long, env = "QUERN_EMBEDDING_DIM", default_value_t = 384, value_parser = clap::value_parser!(u32).range(1..=16000))]
     pub embedding_dim: u32,
-    /// Timeout of one embedding request, in seconds.
+    /// Timeout of one embedding request, in seconds. A request that times out is resent (twice at most) once the
+    /// provider has worked off what it held, each time with twice the time (up to 4×), with the concurrency
+    /// limit cut to 1.
     #[arg(long, env = "QUERN_EMBEDDING_TIMEOUT_SECS", default_value_t = 30)]
     pub embedding_timeout_secs: u64,
     /// How vectors are asked to come back (`encoding_format`): `base64` saves the worker parsing decimal numbers
     /// (OpenAI, text-embeddings-inference and vLLM support it; a server that ignores it answers with numbers,
-    /// which are read too); `float` for a server that refuses it.
+    /// which are read too). A server that refuses it is asked for `float` instead from its first refusal on
+    /// (logged once, counted in quern_embedding_encoding_fallbacks_total); `float` skips that first refusal.
     #[arg(long, env = "QUERN_EMBEDDING_ENCODING", value_enum, default_value_t = EmbeddingEncoding::Base64)]
     pub embedding_encoding: EmbeddingEncoding,
 }
@@ -138,13 +141,18 @@ pub struct WorkerConfig {
     #[command(flatten)]
     pub embedding: EmbeddingArgs,
     /// Embedding requests in flight at once, shared by every job of this process (the most, with
-    /// --embedding-adaptive-concurrency).
+    /// --embedding-adaptive-concurrency, the default).
     #[arg(long, env = "QUERN_EMBEDDING_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub embedding_concurrency: u32,
-    /// Adapt the embedding requests in flight to the provider: start at 4 (or the maximum, if lower), cut to 0.7×
-    /// on a 429, 503, 504 or timeout, grow by one per round trip of timely answers (doubling until the first
-    /// overload), never past --embedding-concurrency.
-    #[arg(long, env = "QUERN_EMBEDDING_ADAPTIVE_CONCURRENCY", default_value_t = false)]
+    /// Adapt the embedding requests in flight to the provider (on by default; `false` keeps
+    /// --embedding-concurrency in flight): start at 2, grow by one per round trip of timely answers (doubling
+    /// until the first overload), cut to 0.7× on a 429, 503 or 504, to 1 on a timeout, and to
+    /// limit ÷ latency-ratio when a round trip's answers take over 1.5× as long as requests sent alone (the
+    /// provider queues them), never past --embedding-concurrency. A server computing one request at a time ends
+    /// with about one in flight.
+    #[arg(long, env = "QUERN_EMBEDDING_ADAPTIVE_CONCURRENCY", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub embedding_adaptive_concurrency: bool,
     /// Most embedding requests a minute from this process (0 = unlimited); requests wait for the budget, which
     /// lets a second's worth go at once. Retries are not charged.
@@ -205,6 +213,9 @@ pub struct WorkerConfig {
     #[arg(long, env = "QUERN_RETRY_TIERS", value_delimiter = ',', default_value = "1s,10s,60s,5m", value_parser = parse_duration)]
     pub retry_tiers: Vec<Duration>,
     /// Longest time one embedding request is retried (with backoff and full jitter) before the job is retried.
+    /// Timeouts are resent apart (see --embedding-timeout-secs); a provider that refuses every request (401,
+    /// 403, 404, a 400 about a setting) or still cannot be reached after this time fails no job: jobs go back to
+    /// the queue without using up an attempt, the worker takes none until a probe embeds again.
     #[arg(long, env = "QUERN_EMBEDDING_RETRY_MAX_SECS", default_value_t = 30)]
     pub embedding_retry_max_secs: u64,
     /// Largest message body accepted, in bytes; larger jobs are dead-lettered with the limit named.

@@ -423,14 +423,26 @@ mod tests {
         assert_eq!(urls(&again.config), urls(&first.config));
     }
 
+    /// Adaptive concurrency became the default (a provider that queues rather than refuses turned the fixed 16
+    /// into timeouts and dead letters); the budgets stay off.
     #[test]
-    fn embedding_pacing_settings_come_from_flags_env_or_file_and_default_to_off() {
+    fn embedding_pacing_settings_come_from_flags_env_or_file_and_default_to_adaptive_without_budgets() {
         let defaults = without_env(|| load(args(&[])).expect("valid")).config.pool_config();
         assert_eq!(
             (defaults.adaptive_concurrency, defaults.max_requests_per_minute, defaults.max_tokens_per_minute),
-            (false, None, None),
-            "fixed concurrency, unlimited budgets"
+            (true, None, None),
+            "adaptive concurrency, unlimited budgets"
         );
+        for off in [&["--embedding-adaptive-concurrency", "false"][..], &["--embedding-adaptive-concurrency=no"]] {
+            let fixed = without_env(|| load(args(off)).expect("valid")).config.pool_config();
+            assert!(!fixed.adaptive_concurrency, "{off:?}");
+        }
+        let fixed = with_env("QUERN_EMBEDDING_ADAPTIVE_CONCURRENCY", "false", || load(args(&[])).expect("valid"));
+        assert!(!fixed.config.embedding_adaptive_concurrency);
+        let path = file("embedding_adaptive_concurrency = false\n");
+        let fixed = without_env(|| load(args(&["--config", path.to_str().expect("utf-8")])).expect("valid"));
+        assert!(!fixed.config.embedding_adaptive_concurrency);
+        assert!(fixed.render().contains("embedding_adaptive_concurrency = false  # config file"), "{}", fixed.render());
 
         let path = file("embedding_max_tokens_per_minute = 1000000\n");
         let loaded = with_env("QUERN_EMBEDDING_ADAPTIVE_CONCURRENCY", "true", || {

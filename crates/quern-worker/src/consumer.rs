@@ -1,16 +1,16 @@
 //! The worker's life: start-up (settings checked, ops endpoint up, database and embedding API waited for), then
 //! the broker session: consume, process each delivery in its own task, map its outcome to the broker, and drain
-//! on shutdown. After broker trouble the session is rebuilt (connection, channel, topology, prefetch).
+//! on shutdown. After broker trouble the session is rebuilt (connection, channel, topology, prefetch). While the
+//! embedding provider refuses every request, the session takes no jobs (and `/readyz` says why).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicQosOptions, BasicRejectOptions};
 use quern_core::backoff::pause_text;
 use quern_core::trace::TRACEPARENT_HEADER;
 use quern_core::{metric_names, Chunker, ErrorClass, Failure, Outcome, TraceParent};
@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::intake::Intake;
 use crate::ops::{self, Health};
 use crate::republisher::{self, Republisher};
 use crate::wait::{wait_for, NotYet, DEPENDENCY_BACKOFF};
@@ -156,6 +157,8 @@ pub async fn run_with_pipeline(
     let store = pipeline.store().clone();
     tokio::spawn(ops::probe_database(store, health.clone(), DATABASE_PROBE_EVERY, ops_stop.clone()));
     tokio::spawn(ops::probe_embedding(client, health.clone(), EMBEDDING_PROBE_EVERY, ops_stop.clone()));
+    let availability = pipeline.embedder().availability();
+    tokio::spawn(ops::follow_provider(availability, health.clone(), ops_stop.clone()));
 
     let broker = quern_queue::redact_url(config.broker.amqp_url.expose_secret());
     let mut pauses = DEPENDENCY_BACKOFF.pauses();
@@ -230,19 +233,14 @@ async fn consume_session(
     // Re-applied on every session: a recovered channel would otherwise consume with unbounded prefetch.
     channel.basic_qos(config.prefetch, BasicQosOptions::default()).await.context("setting prefetch")?;
     let republisher = Republisher::open(&connection, topology, worker_id).await?;
-    let queue = topology.ingest_queue();
-    let consumer_tag = format!("quern-worker-{worker_id}-{}", uuid::Uuid::new_v4().simple());
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            consumer_tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .context("starting the consumer")?;
-    tracing::info!(%queue, prefetch = config.prefetch, "consuming");
-    health.set_consuming(true);
+    let mut availability = pipeline.embedder().availability();
+    let mut intake = Intake::new(&channel, topology.ingest_queue(), worker_id);
+    if availability.borrow_and_update().is_available() {
+        intake.start().await?;
+        health.set_consuming(true);
+    } else {
+        tracing::info!("connected; taking no jobs until the embedding provider answers");
+    }
     let session_over = CancellationToken::new();
     let _end_polling = session_over.clone().drop_guard();
     tokio::spawn(ops::poll_queue_depths(
@@ -257,11 +255,28 @@ async fn consume_session(
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break Ok(()),
-            next = consumer.next() => match next {
+            changed = availability.changed() => {
+                if changed.is_err() {
+                    break Err(anyhow::anyhow!("the embedding pool stopped"));
+                }
+                let available = availability.borrow_and_update().is_available();
+                if let Err(error) = intake.follow(available, health).await {
+                    break Err(error);
+                }
+            }
+            next = intake.next() => match next {
                 Some(Ok(delivery)) => {
                     tracker.spawn(handle_delivery(pipeline.clone(), republisher.clone(), delivery));
                 }
                 Some(Err(error)) => break Err(anyhow::Error::new(error).context("consumer failed")),
+                // Our own cancel, once the deliveries already received were handed out (they are given back).
+                None if intake.is_cancelling() => {
+                    intake.cancelled();
+                    let available = availability.borrow().is_available();
+                    if let Err(error) = intake.follow(available, health).await {
+                        break Err(error);
+                    }
+                }
                 None => break Err(anyhow::anyhow!("the broker cancelled the consumer")),
             },
         }
@@ -269,9 +284,7 @@ async fn consume_session(
     if ended.is_ok() {
         health.set_draining();
         tracing::info!(in_flight = tracker.len(), "shutdown requested: no new jobs; finishing in-flight ones");
-        if let Err(error) = channel.basic_cancel(consumer_tag.as_str().into(), BasicCancelOptions::default()).await {
-            tracing::warn!(%error, "cancelling the consumer failed");
-        }
+        intake.cancel().await;
         // Drain while the channel is open, or the acks would be lost. Prefetched deliveries not yet started
         // stay unacked and return to the queue when the channel closes.
         tracker.close();
@@ -285,7 +298,8 @@ async fn consume_session(
 }
 
 /// Processes one delivery and settles it with the broker. The only place an outcome becomes an ack, a
-/// delayed retry or a dead letter. Retries and dead letters are published (and confirmed) before the ack.
+/// delayed retry (a retry, or a job given back with its attempts unchanged) or a dead letter. Retries and dead
+/// letters are published (and confirmed) before the ack.
 async fn handle_delivery(pipeline: Pipeline, republisher: Republisher, delivery: Delivery) {
     metrics::counter!(metric_names::JOBS_RECEIVED).increment(1);
     metrics::gauge!(metric_names::JOBS_IN_FLIGHT).increment(1.0);
@@ -312,7 +326,7 @@ async fn handle_delivery(pipeline: Pipeline, republisher: Republisher, delivery:
     };
     let moved = match &outcome {
         Outcome::Ack => Ok(()),
-        Outcome::Retry { after, failed_attempts, failure } => {
+        Outcome::Retry { after, failed_attempts, failure } | Outcome::GiveBack { after, failed_attempts, failure } => {
             republisher.retry_later(&delivery, *after, *failed_attempts, failure).await
         }
         Outcome::DeadLetter { failed_attempts, failure } => {
@@ -326,6 +340,9 @@ async fn handle_delivery(pipeline: Pipeline, republisher: Republisher, delivery:
             Outcome::Ack => {}
             Outcome::Retry { failure, .. } => {
                 metrics::counter!(metric_names::JOBS_RETRIED, "reason" => failure.reason.clone()).increment(1);
+            }
+            Outcome::GiveBack { failure, .. } => {
+                metrics::counter!(metric_names::JOBS_GIVEN_BACK, "reason" => failure.reason.clone()).increment(1);
             }
             Outcome::DeadLetter { failure, .. } => {
                 let labels = [("reason_class", failure.class.as_str().to_owned()), ("reason", failure.reason.clone())];

@@ -5,6 +5,7 @@
 //! - [`pipeline`]: [`Pipeline::process_delivery`], one message body in, one [`quern_core::Outcome`] out;
 //! - [`consumer`]: [`run`], the broker session: consume, hand each delivery to the pipeline, map its outcome
 //!   to ack / requeue / dead-letter, reconnect after broker trouble, drain on shutdown;
+//! - `intake`: the consumer of the ingest queue, paused while the embedding provider refuses every request;
 //! - [`republisher`]: moving a message to a delay queue (retry later) or the dead-letter queue, confirmed before the ack;
 //! - [`ops`]: `/metrics`, `/healthz` and `/readyz`, and the readiness state behind them;
 //! - [`wait`]: waiting for a dependency at start-up (and for the broker), with growing, jittered pauses;
@@ -13,6 +14,7 @@
 pub mod config;
 pub mod config_file;
 pub mod consumer;
+mod intake;
 pub mod ops;
 pub mod pipeline;
 pub mod republisher;

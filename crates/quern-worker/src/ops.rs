@@ -1,10 +1,10 @@
 //! The operations endpoint ops and orchestrators talk to: `/metrics` (Prometheus), `/healthz` (alive) and
-//! `/readyz` (ready for work: consuming from the broker, database and embedding API reachable, not draining), and
-//! the probes behind it.
+//! `/readyz` (ready for work: consuming from the broker, database and embedding API reachable, the embedding
+//! provider taking requests, not draining), and the probes behind it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -14,9 +14,10 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use quern_core::backoff::pause_text;
 use quern_core::metric_names;
-use quern_embed::EmbeddingClient;
+use quern_embed::{Availability, EmbeddingClient};
 use quern_store::Store;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// What `/readyz` answers from. Shared by the consumer (broker state, draining), the start-up waits and the
@@ -27,15 +28,30 @@ pub struct Health {
     database: AtomicBool,
     embedding: AtomicBool,
     draining: AtomicBool,
+    /// What the embedding provider answered while it refuses every request; `None` while it takes requests.
+    embedding_refused: Mutex<Option<String>>,
 }
 
 impl Health {
-    /// True when the worker can take work: consuming, database and embedding API reachable, not shutting down.
+    /// True when the worker can take work: consuming, database and embedding API reachable, the provider taking
+    /// requests, not shutting down.
     pub fn is_ready(&self) -> bool {
         self.consuming.load(Ordering::Relaxed)
             && self.database.load(Ordering::Relaxed)
             && self.embedding.load(Ordering::Relaxed)
             && !self.draining.load(Ordering::Relaxed)
+            && self.refusal().is_none()
+    }
+
+    /// What the embedding provider answered, while it refuses every request.
+    pub fn refusal(&self) -> Option<String> {
+        self.embedding_refused.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// The embedding provider refuses every request (`Some`, with what it answered) or takes requests again.
+    pub fn set_embedding_refused(&self, refusal: Option<String>) {
+        *self.embedding_refused.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = refusal;
+        self.publish();
     }
 
     /// Whether a broker session is consuming.
@@ -78,6 +94,7 @@ impl Health {
             "database": self.database.load(Ordering::Relaxed),
             "embedding": self.embedding.load(Ordering::Relaxed),
             "draining": self.draining.load(Ordering::Relaxed),
+            "embedding_refused": self.refusal(),
         })
     }
 }
@@ -115,6 +132,7 @@ fn describe_metrics() {
         (CHUNKS_REUSED, "Chunks whose stored vectors were kept on re-ingest"),
         (BROKER_RECONNECTS, "Broker sessions rebuilt after a failure"),
         (DB_CONNECTIONS_OPENED, "Database connections opened by the pool"),
+        (EMBEDDING_ENCODING_FALLBACKS, "Switches from base64 to float vectors after the provider refused base64"),
     ];
     for (name, help) in counters {
         metrics::describe_counter!(name, help);
@@ -122,6 +140,15 @@ fn describe_metrics() {
     }
     metrics::describe_counter!(JOBS_RETRIED, "Jobs sent to a delay queue after a transient failure, by reason");
     metrics::describe_counter!(JOBS_DEAD_LETTERED, "Jobs moved to the dead-letter queue, by reason class and reason");
+    metrics::describe_counter!(
+        JOBS_GIVEN_BACK,
+        "Jobs given back without using up an attempt while the embedding provider refused every request, by reason"
+    );
+    metrics::describe_counter!(
+        EMBEDDING_PROVIDER_OUTAGES,
+        "Times the embedding provider started refusing every request, by reason"
+    );
+    metrics::describe_gauge!(EMBEDDING_PROVIDER_AVAILABLE, "1 while the embedding provider takes requests, else 0");
     metrics::describe_histogram!(
         JOB_DURATION_SECONDS,
         metrics::Unit::Seconds,
@@ -228,6 +255,26 @@ pub async fn probe_embedding(client: EmbeddingClient, health: Arc<Health>, every
         health.set_embedding(answered.is_ok());
         tokio::select! {
             () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Mirrors the embedding provider's availability into `/readyz` until `stop`: not ready, with what it answered,
+/// while it refuses every request. (The pool logs the change, once; the consumer stops taking jobs meanwhile.)
+pub async fn follow_provider(
+    mut availability: watch::Receiver<Availability>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) {
+    loop {
+        let refusal = match &*availability.borrow_and_update() {
+            Availability::Available => None,
+            Availability::Refusing(answer) => Some(answer.to_string()),
+        };
+        health.set_embedding_refused(refusal);
+        tokio::select! {
+            changed = availability.changed() => if changed.is_err() { return },
             () = stop.cancelled() => return,
         }
     }

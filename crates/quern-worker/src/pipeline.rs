@@ -1,6 +1,8 @@
 //! One message in, one outcome out: check limits, decode, chunk, embed, commit. No broker types here, so tests
 //! drive the whole job path without a consumer or sleeps. Retry-or-dead is decided here too, from the
-//! message's failed-attempt count and the retry policy, so the consumer only carries the decision out.
+//! message's failed-attempt count and the retry policy, so the consumer only carries the decision out. A job
+//! whose chunks the embedding provider would not take because it refuses every request (a revoked key, an
+//! unknown model, nobody answering) is given back without using up an attempt: the fault is not the job's.
 
 use std::collections::HashMap;
 
@@ -11,7 +13,7 @@ use quern_core::{
     metric_names, Chunker, ErrorClass, Failure, Job, JobOp, LimitExceeded, Limits, Outcome, RetryDecision, RetryPolicy,
     TraceParent,
 };
-use quern_embed::{EmbedError, EmbeddingPool};
+use quern_embed::{Blame, EmbedError, EmbeddingPool};
 use quern_store::{
     ChunkRow, DocumentChange, DocumentCommit, DocumentState, GroupCommitConfig, GroupCommitter, JobStart, JobStatus,
     JobVersion, Store, StoreError, StoredDocument, WriteResult,
@@ -65,6 +67,11 @@ impl JobFailure {
         !matches!(self, JobFailure::Embed(EmbedError::Status { status: 429, .. }))
     }
 
+    /// The embedding provider refuses every request: no job is at fault, and none should fail for it.
+    fn is_the_providers(&self) -> bool {
+        matches!(self, JobFailure::Embed(error) if error.blame() == Blame::Provider)
+    }
+
     fn into_failure(self) -> Failure {
         let (class, reason) = (self.class(), self.reason().to_owned());
         let detail = match self {
@@ -109,6 +116,11 @@ impl Pipeline {
     /// The store the pipeline writes to.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The embedding pool: the consumer follows its provider's availability.
+    pub fn embedder(&self) -> &EmbeddingPool {
+        &self.embedder
     }
 
     /// Records a job that panicked as dead (the consumer catches the panic; the job id comes from the body).
@@ -306,6 +318,15 @@ impl Pipeline {
     }
 
     async fn fail(&self, job: &Job, failure: JobFailure, failed_attempts: u32) -> Outcome {
+        if failure.is_the_providers() {
+            let reason = failure.reason().to_owned();
+            let failure = Failure { class: ErrorClass::Transient, reason, detail: failure.into_failure().detail };
+            // The pool logged the provider's answer once; a line per job would repeat it for the whole backlog.
+            tracing::debug!(error = %failure.detail, "the embedding provider refuses every request; giving the job back");
+            self.record(job.job_id, Some(job), JobStatus::Failed, &failure.detail).await;
+            let after = self.retry.delay_tiers.first().copied().unwrap_or(std::time::Duration::from_secs(1));
+            return Outcome::GiveBack { after, failed_attempts, failure };
+        }
         let failed_attempts = if failure.counts_as_attempt() { failed_attempts + 1 } else { failed_attempts };
         let failure = failure.into_failure();
         let decision = match failure.class {

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use quern_embed::EmbeddingClient;
+use quern_embed::{EmbedError, EmbeddingClient};
 use quern_store::Store;
 use quern_worker::config::{DatabaseArgs, EmbeddingArgs};
 use serde_json::json;
@@ -22,7 +22,7 @@ pub async fn run(
     let vector = client
         .embed_batch(&[query])
         .await
-        .with_context(|| format!("embedding the query with {}", client.endpoint()))?
+        .map_err(|error| anyhow::anyhow!(query_failure(client.shown_endpoint(), &error)))?
         .pop()
         .context("the embedding API returned no vector")?;
     let store = Store::connect(&database.store_config())?;
@@ -47,11 +47,45 @@ pub async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Why the query could not be embedded, in one line naming the provider's answer: a status with the provider's
+/// own message (read from its error body), or what kept it from answering (which already names the endpoint).
+fn query_failure(endpoint: &str, error: &EmbedError) -> String {
+    match error.answer() {
+        EmbedError::Transport { .. } => format!("cannot embed the query: {error}"),
+        EmbedError::Status { status, message, .. } => {
+            format!("cannot embed the query: the embedding API at {endpoint} answered {status}: {message}")
+        }
+        other => format!("cannot embed the query with {endpoint}: {other}"),
+    }
+}
+
 /// The first `max` characters on one line.
 fn snippet(text: &str, max: usize) -> String {
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     match flat.char_indices().nth(max) {
         Some((cut, _)) => format!("{}…", &flat[..cut]),
         None => flat,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_provider_failure_reads_as_one_line_with_its_status_and_message() {
+        let body = r#"{"error":{"message":"Incorrect API key provided: sk-abc***","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#;
+        let revoked = EmbedError::from_answer(401, body, None);
+        assert_eq!(
+            query_failure("http://h:1/v1/embeddings", &revoked),
+            "cannot embed the query: the embedding API at http://h:1/v1/embeddings answered 401: Incorrect API key \
+             provided: sk-abc***"
+        );
+        let away =
+            EmbedError::Transport { endpoint: "http://h:1/v1/embeddings".into(), reason: "connection refused".into() };
+        assert_eq!(
+            query_failure("http://h:1/v1/embeddings", &away),
+            "cannot embed the query: no answer from the embedding API at http://h:1/v1/embeddings: connection refused"
+        );
     }
 }

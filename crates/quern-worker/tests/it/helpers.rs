@@ -52,6 +52,39 @@ impl Harness {
         args
     }
 
+    /// The worker's arguments with every setting at its default but what the harness must set: the services'
+    /// URLs, the queue prefix, the vector dimension, and an ops endpoint on a port of its own; plus `extra`.
+    pub fn default_worker_args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "quern-worker".into(),
+            "--amqp-url".into(),
+            quern_testkit::amqp_url(),
+            "--queue-prefix".into(),
+            self.queues.topology.prefix().into(),
+            "--database-url".into(),
+            self.db.url.clone(),
+            "--embedding-url".into(),
+            self.embedder.url(),
+            "--embedding-dim".into(),
+            TEST_DIM.to_string(),
+            "--metrics-addr".into(),
+            "127.0.0.1:0".into(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    }
+
+    /// Starts an in-process worker with [`Harness::default_worker_args`].
+    pub fn spawn_default_worker(
+        &self,
+        extra: &[&str],
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        let args = self.default_worker_args(extra).into_iter().map(std::ffi::OsString::from).collect();
+        let config = quern_worker::config_file::load(args).expect("valid worker flags").config;
+        tokio::spawn(quern_worker::run(config, shutdown))
+    }
+
     pub fn worker_config(&self, extra: &[&str]) -> WorkerConfig {
         // The binary's own loader: later flags override earlier ones, as on a command line.
         let args = self.worker_args(extra).into_iter().map(std::ffi::OsString::from).collect();
@@ -105,6 +138,13 @@ pub fn document_text(seed: u64, words: usize) -> String {
             text.push(' ');
         }
     }
+    text
+}
+
+/// A deterministic document of `bytes` bytes (ASCII words and sentences).
+pub fn document_of_bytes(seed: u64, bytes: usize) -> String {
+    let mut text = document_text(seed, bytes / 4);
+    text.truncate(bytes);
     text
 }
 

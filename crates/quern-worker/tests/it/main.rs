@@ -7,6 +7,7 @@ mod helpers;
 mod idempotency;
 mod limits;
 mod ops;
+mod provider;
 mod reingest;
 mod retries;
 mod shutdown;

@@ -102,7 +102,11 @@ async fn metrics_health_and_json_logs_after_a_run_of_known_jobs() {
     assert_eq!(get("quern_embedding_request_inputs_count", &[]), requests);
     assert_eq!(get("quern_embedding_request_inputs_sum", &[]), chunks as f64);
     assert_eq!(get("quern_embedding_permits", &[]), 16.0);
-    assert_eq!(get("quern_embedding_concurrency_limit", &[]), 16.0, "fixed unless adaptive");
+    // Adaptive by default: wherever the run left it, within 1..=16.
+    let limit = get("quern_embedding_concurrency_limit", &[]);
+    assert!((1.0..=16.0).contains(&limit), "limit {limit}");
+    assert_eq!(get("quern_embedding_encoding_fallbacks_total", &[]), 0.0, "the fake embedder speaks base64");
+    assert_eq!(get("quern_embedding_provider_available", &[]), 1.0);
     assert_eq!(get("quern_embedding_permits_in_use", &[]), 0.0);
     assert_eq!(get("quern_jobs_in_flight", &[]), 0.0);
     assert_eq!(get("quern_db_write_duration_seconds_count", &[("op", "upsert")]), 4.0);
