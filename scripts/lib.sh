@@ -88,7 +88,8 @@ QUERN_CARGO_TEST_FLAGS=(--workspace --all-targets "${QUERN_CARGO_FEATURES[@]}")
 
 # What the test and fault-injection suites need before `cargo test`: in CI, a database without fsync and no
 # incremental builds; the services started (unless QUERN_TEST_AMQP_URL and QUERN_TEST_DATABASE_URL are both
-# set) and their URLs exported for the tests; cargo on PATH, installed with rustup on a fresh machine.
+# set) and their URLs exported for the tests; the local model in its cache; cargo on PATH, installed with rustup
+# on a fresh machine.
 quern_prepare_tests() {
     cd "$QUERN_ROOT" || quern_die "cannot enter $QUERN_ROOT"
     if [[ ${CI:-} == true ]]; then
@@ -112,6 +113,9 @@ quern_prepare_tests() {
     fi
     quern_log "QUERN_TEST_AMQP_URL=$QUERN_TEST_AMQP_URL"
     quern_log "QUERN_TEST_DATABASE_URL=$QUERN_TEST_DATABASE_URL"
+    # quern-embedder's tests and the quickstart's semantic search test run the real model: fetched once into the
+    # cache (84 MB, verified by digest), only verified on later runs.
+    bash scripts/fetch-model.sh >/dev/null
 
     # The Rust toolchain: on PATH, or installed by rustup but not on PATH in this
     # (non-login) shell, or -- on a fresh machine without one -- installed now.
