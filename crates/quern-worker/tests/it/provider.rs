@@ -71,7 +71,7 @@ async fn a_provider_serving_one_request_at_a_time_gets_every_job_through_scaled_
 /// The full case: 2.5 s a request, the default 30 s timeout, 250 documents of 4 KB. About 105 s (the provider
 /// busy all along: 41 requests of 2.5 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "slow (about 105 s): cargo test -p quern-worker --test it provider:: -- --ignored"]
+#[ignore = "about 105 s: scripts/chaos.sh runs it alone, so CI does"]
 async fn a_provider_serving_one_request_at_a_time_gets_every_job_through() {
     through_a_provider_serving_one_request_at_a_time("serial", Duration::from_millis(2500), 250, &[]).await;
 }
