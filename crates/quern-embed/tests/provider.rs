@@ -1,6 +1,6 @@
-//! The pool against providers that refuse: every request alike (no chunk fails for it; the provider is probed
-//! until it answers), or in words that blame no one (decided by asking the provider with a harmless input), and
-//! against one that is too slow for the timeout (resent once it caught up, with more time).
+//! The pool against providers that refuse: every request alike, or by not answering at all (no chunk fails for it;
+//! the provider is probed until it answers), or in words that blame no one (decided by asking the provider with a
+//! harmless input), and against one that is too slow for the timeout (resent once it caught up, with more time).
 
 use std::time::Duration;
 
@@ -67,6 +67,28 @@ async fn a_provider_refusing_every_request_fails_no_chunk_for_it_and_is_probed_u
     assert_eq!(vectors[1], embed_text("beta", DIM));
     let stats = server.stats().snapshot();
     assert!(stats.requests <= 4, "one refused request, a probe or two, one answer: {stats:?}");
+}
+
+/// A provider nobody answers for (connection refused after every retry): no chunk fails for it, and the probe
+/// finds it once a server listens on its port again.
+#[tokio::test]
+async fn a_provider_that_cannot_be_reached_fails_no_chunk_for_it_and_is_found_again() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
+    let pool = pool(&format!("http://{addr}"), Duration::from_secs(5), true);
+    let mut availability = pool.availability();
+    let refused = pool.embed_all(&["alpha"]).await.expect_err("nothing listens");
+    assert!(matches!(refused, EmbedError::Unavailable(_)), "{refused:?}");
+    assert!(matches!(&*availability.borrow_and_update(), Availability::Refusing(EmbedError::Transport { .. })));
+    assert!(matches!(pool.embed_all(&["beta"]).await, Err(EmbedError::Unavailable(_))), "held back meanwhile");
+
+    let fake = FakeEmbedderConfig { dim: DIM, ..Default::default() };
+    let server = quern_fake_embedder::spawn_at(addr, fake).await.expect("fake embedder on the same port");
+    tokio::time::timeout(PROBE_EVERY * 2 + Duration::from_secs(2), availability.wait_for(Availability::is_available))
+        .await
+        .expect("the probe finds the provider")
+        .expect("pool alive");
+    let vectors = pool.embed_all(&["alpha"]).await.expect("answered");
+    assert_eq!(vectors[0], embed_text("alpha", DIM));
 }
 
 /// A server that answers `400 Bad Request` with no word of why, to inputs containing `VAGUE`, or to all.
