@@ -113,6 +113,7 @@ export QUERN_EMBEDDING_URL QUERN_EMBEDDING_DIM
     echo "# Written by scripts/demo.sh: the quickstart's own queues and database. source it after .quern/env."
     echo "export QUERN_DATABASE_URL='$QUERN_DATABASE_URL'"
     echo "export QUERN_QUEUE_PREFIX='$prefix'"
+    echo "export QUERN_EMBEDDING_URL='$QUERN_EMBEDDING_URL'"
     echo "export QUERN_EMBEDDING_MODEL='${QUERN_EMBEDDING_MODEL:-}'"
     echo "export QUERN_EMBEDDING_DIM='$QUERN_EMBEDDING_DIM'"
 } >.quern/demo.env
