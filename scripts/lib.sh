@@ -30,6 +30,26 @@ quern_as_root() {
     fi
 }
 
+# The path of a Python with pip, installing python3-pip with apt-get when there is none; dies naming WHAT it was
+# needed for. pip only downloads wheels here (never installs them), so any Python with pip will do, including a
+# Debian one that is "externally managed".
+quern_python_with_pip() {
+    local what=$1 attempt c
+    for attempt in first after-install; do
+        for c in python3 python /usr/bin/python3; do
+            if quern_have "$c" && "$c" -m pip --version >/dev/null 2>&1; then
+                command -v "$c"
+                return
+            fi
+        done
+        [[ $attempt == first ]] && quern_have apt-get || break
+        quern_log "no Python with pip: installing python3-pip with apt-get"
+        quern_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || true
+        quern_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >&2 || true
+    done
+    quern_die "python3 with pip is needed to download $what from PyPI"
+}
+
 # True when something accepts a TCP connection on host:port.
 quern_tcp_open() {
     # shellcheck disable=SC2016  # $0 and $1 expand in the inner bash

@@ -82,7 +82,7 @@ async fn a_provider_that_cannot_be_reached_fails_no_chunk_for_it_and_is_found_ag
     assert!(matches!(pool.embed_all(&["beta"]).await, Err(EmbedError::Unavailable(_))), "held back meanwhile");
 
     let fake = FakeEmbedderConfig { dim: DIM, ..Default::default() };
-    let server = quern_fake_embedder::spawn_at(addr, fake).await.expect("fake embedder on the same port");
+    let _server = quern_fake_embedder::spawn_at(addr, fake).await.expect("fake embedder on the same port");
     tokio::time::timeout(PROBE_EVERY * 2 + Duration::from_secs(2), availability.wait_for(Availability::is_available))
         .await
         .expect("the probe finds the provider")
