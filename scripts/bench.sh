@@ -2,7 +2,8 @@
 # Quern's throughput harness, one command:
 #
 #   bash scripts/bench.sh [--workers N] [--documents M] [--document-bytes B] [--latency-ms L]
-#                         [--concurrency C] [--batch-size S] [--prefetch P] [--vector-index live|deferred]
+#                         [--concurrency C] [--batch-size S] [--prefetch P] [--vector-index segments|live]
+#                         [--segment-rows R]
 #                         [--embedder-max-concurrency K] [--fixed-concurrency] [--baseline celery]
 #
 # Starts the services, builds release binaries, then runs benches/src/bin/quern-bench.rs: N worker processes

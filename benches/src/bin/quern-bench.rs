@@ -14,7 +14,6 @@ use clap::Parser;
 use quern_benches::sample_document_seeded;
 use quern_core::{Chunker, Job};
 use quern_producer::{Producer, ProducerConfig};
-use quern_store::IndexBuildSettings;
 use quern_testkit::fake_embedder::{self, FakeEmbedderConfig};
 use quern_testkit::{TestDatabase, TestQueues};
 use serde_json::{json, Value};
@@ -47,11 +46,16 @@ struct Args {
     /// Prefetch per worker (the worker's default).
     #[arg(long, default_value_t = 256)]
     prefetch: usize,
-    /// `live`: the HNSW index is kept up to date row by row, as in steady operation. `deferred`: the index is
-    /// dropped before the load and built in one pass after it (`quern index drop` / `create`), as for a
-    /// backfill; the build's time is reported and counted in `chunks_per_second_with_index`.
-    #[arg(long, value_enum, default_value_t = VectorIndexMode::Live)]
+    /// `segments` (the default): writes go to a hot segment without vector index, and the workers seal, index and
+    /// merge segments in the background; the time until every sealed segment is indexed and no merge is due is
+    /// reported, and counted in `chunks_per_second_with_index` and Postgres' CPU. `live`: the design before
+    /// segments, for comparison: one HNSW index kept up to date row by row (built on the hot segment before the
+    /// load, with maintenance off).
+    #[arg(long, value_enum, default_value_t = VectorIndexMode::Segments)]
     vector_index: VectorIndexMode,
+
+    #[arg(long)]
+    segment_rows: Option<u64>,
     /// Requests the fake embedder handles at once, fleet-wide; more are answered 429 at once (0 = unlimited),
     /// like a provider with a concurrency cap.
     #[arg(long, default_value_t = 0)]
@@ -73,8 +77,8 @@ struct Args {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum VectorIndexMode {
+    Segments,
     Live,
-    Deferred,
 }
 
 struct Worker {
@@ -178,6 +182,13 @@ async fn run_quern(args: &Args, jobs: &[Job], chunks: usize) -> anyhow::Result<V
             ])
             .args(["--prefetch", &args.prefetch.to_string(), "--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(["--worker-id", &format!("bench-{i}")])
+            .args(args.segment_rows.map(|rows| ["--segment-rows".to_owned(), rows.to_string()]).into_iter().flatten())
+            .args(
+                (args.vector_index == VectorIndexMode::Live)
+                    .then_some(["--segment-maintenance", "false"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(args.fixed_concurrency.then_some(["--embedding-adaptive-concurrency", "false"]).into_iter().flatten())
             .env("RUST_LOG", "warn,quern_embed::retry=error")
             .stdout(Stdio::null())
@@ -199,11 +210,13 @@ async fn run_quern(args: &Args, jobs: &[Job], chunks: usize) -> anyhow::Result<V
         workers.push(Worker { child, port });
     }
     let store = db.store();
-    if args.vector_index == VectorIndexMode::Deferred {
-        store.drop_vector_index().await?;
+    let client = db.client().await;
+    if args.vector_index == VectorIndexMode::Live {
+        client.batch_execute("CREATE INDEX ON quern_chunks_segment_2 USING hnsw (embedding vector_cosine_ops)").await?;
     }
     let cpu_before: f64 = workers.iter().map(|w| cpu_seconds(w.child.id())).sum();
     let postgres_before = processes_cpu_seconds("postgres");
+    let broker_before = processes_cpu_seconds("beam.smp");
 
     let producer =
         Producer::connect(ProducerConfig::new(quern_testkit::amqp_url()).with_topology(queues.topology.clone()))
@@ -223,16 +236,20 @@ async fn run_quern(args: &Args, jobs: &[Job], chunks: usize) -> anyhow::Result<V
         bail!("not every job succeeded within 30 minutes");
     }
     let cpu = workers.iter().map(|w| cpu_seconds(w.child.id())).sum::<f64>() - cpu_before;
-    let postgres_cpu = processes_cpu_seconds("postgres") - postgres_before;
+    let postgres_ingest_cpu = processes_cpu_seconds("postgres") - postgres_before;
     let rss: Vec<f64> = workers.iter().map(|w| peak_rss_mb(w.child.id())).collect();
     let index_build_seconds = match args.vector_index {
         VectorIndexMode::Live => None,
-        VectorIndexMode::Deferred => {
-            let building = Instant::now();
-            store.create_vector_index(&IndexBuildSettings::default(), |_| {}).await?;
-            Some(building.elapsed().as_secs_f64())
-        }
+        VectorIndexMode::Segments => Some(wait_for_maintenance(&client).await?),
     };
+    let postgres_cpu = processes_cpu_seconds("postgres") - postgres_before;
+    let broker_cpu = processes_cpu_seconds("beam.smp") - broker_before;
+    let segments: Vec<Value> = client
+        .query("SELECT segment, state, row_count FROM quern_segments ORDER BY segment", &[])
+        .await?
+        .iter()
+        .map(|row| json!({"id": row.get::<_, i64>(0), "state": row.get::<_, String>(1), "rows": row.get::<_, Option<i64>>(2)}))
+        .collect();
     let scraped = quern_testkit::http_get(workers[0].port, "/metrics").await.map(|(_, body)| body).unwrap_or_default();
     let latencies = latencies_ms(&db, &ids).await?;
     for worker in &workers {
@@ -293,8 +310,13 @@ async fn run_quern(args: &Args, jobs: &[Job], chunks: usize) -> anyhow::Result<V
         // Where the time goes (first worker's /metrics; Postgres's CPU from /proc over the run):
         "mean_write_transaction_seconds": metric_mean("quern_db_write_duration_seconds", "op=\"upsert\""),
         "mean_embedding_request_seconds": metric_mean("quern_embedding_request_duration_seconds", "outcome=\"ok\""),
+        // Ingest alone, then everything including the background builds and merges that followed.
+        "postgres_ingest_cpu_seconds": postgres_ingest_cpu,
+        "postgres_cores_busy": postgres_ingest_cpu / wall,
         "postgres_cpu_seconds": postgres_cpu,
-        "postgres_cores_busy": postgres_cpu / wall,
+        "postgres_cpu_seconds_per_1000_chunks": postgres_cpu / chunks as f64 * 1000.0,
+        "broker_cpu_seconds": broker_cpu,
+        "segments": segments,
     }))
 }
 
@@ -325,22 +347,35 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 /// User + system CPU seconds of a process, from /proc (clock ticks of 1/100 s, as on every Linux here).
 fn cpu_seconds(pid: Option<u32>) -> f64 {
-    let Some(stat) = pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()) else { return 0.0 };
-    // Fields after the command name (which may hold spaces, so split after its closing parenthesis).
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
+    stat_ticks(pid, &[11, 12]) / 100.0
 }
 
-/// CPU seconds of every process named `name` (e.g. all Postgres backends), from /proc.
+/// The sum of the given fields of `/proc/<pid>/stat`, counted after the command name (which may hold spaces, so the
+/// split is after its closing parenthesis): 1 is the parent pid, 11 and 12 user and system ticks, 13 and 14 those of
+/// the children that exited.
+fn stat_ticks(pid: Option<u32>, indexes: &[usize]) -> f64 {
+    let Some(stat) = pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()) else { return 0.0 };
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    indexes.iter().map(|&i| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0)).sum()
+}
+
+/// CPU seconds of every process named `name` (e.g. all Postgres backends), from /proc, plus those of their children
+/// that exited (a parallel index build's workers, closed connections' backends), which the parent that reaped them
+/// (the postmaster) carries.
 fn processes_cpu_seconds(name: &str) -> f64 {
     let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
+    let named = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == name);
     entries
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == name))
-        .map(|pid| cpu_seconds(Some(pid)))
+        .filter(|&pid| named(pid))
+        .map(|pid| {
+            let own = stat_ticks(Some(pid), &[11, 12]);
+            let parent = stat_ticks(Some(pid), &[1]) as u32;
+            let reaped = if named(parent) { 0.0 } else { stat_ticks(Some(pid), &[13, 14]) };
+            (own + reaped) / 100.0
+        })
         .sum()
 }
 
@@ -399,8 +434,14 @@ fn print_table(name: &str, r: &Value) {
     println!("  documents/s                 {}", f("documents_per_second"));
     println!("  chunks/s                    {}", f("chunks_per_second"));
     if !r["index_build_seconds"].is_null() {
-        println!("  index built after (s)       {}", f("index_build_seconds"));
-        println!("  chunks/s incl. index build  {}", f("chunks_per_second_with_index"));
+        println!("  maintenance idle after (s)  {}", f("index_build_seconds"));
+        println!("  chunks/s incl. maintenance  {}", f("chunks_per_second_with_index"));
+    }
+    if !r["postgres_cpu_seconds_per_1000_chunks"].is_null() {
+        println!("  Postgres CPU s/1000 chunks  {}", f("postgres_cpu_seconds_per_1000_chunks"));
+        println!("  Postgres cores (ingest)     {}", f("postgres_cores_busy"));
+        println!("  Postgres CPU s (all)        {}", f("postgres_cpu_seconds"));
+        println!("  broker CPU s                {}", f("broker_cpu_seconds"));
     }
     println!(
         "  latency p50/p95/p99 (ms)    {:.0} / {:.0} / {:.0}",
@@ -422,5 +463,34 @@ fn print_table(name: &str, r: &Value) {
     println!("  Postgres cores busy         {}", f("postgres_cores_busy"));
     if let Some(ready) = r["start_to_ready_ms"].as_array() {
         println!("  start to ready (ms)         {ready:?}");
+    }
+}
+
+/// Waits until the workers' maintenance is idle: no segment sealed and waiting for its index, no merge in progress,
+/// and nothing changing for 3 s (the maintainer looks every second). Reads only `quern_segments`, so the wait
+/// adds no work to Postgres. Returns the seconds waited.
+async fn wait_for_maintenance(client: &tokio_postgres::Client) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut last = String::new();
+    let mut unchanged_since = Instant::now();
+    loop {
+        let state: String = client
+            .query_one(
+                "SELECT coalesce(string_agg(segment || ':' || state, ',' ORDER BY segment), '') FROM quern_segments",
+                &[],
+            )
+            .await?
+            .get(0);
+        let busy = state.contains(":sealed") || state.contains(":merging");
+        if state != last {
+            last = state;
+            unchanged_since = Instant::now();
+        } else if !busy && unchanged_since.elapsed() >= Duration::from_secs(3) {
+            return Ok((unchanged_since - started).as_secs_f64());
+        }
+        if started.elapsed() > Duration::from_secs(3600) {
+            bail!("segment maintenance still busy after an hour: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

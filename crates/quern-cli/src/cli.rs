@@ -70,6 +70,10 @@ pub enum Command {
         /// Number of chunks to return.
         #[arg(short = 'k', long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
         k: u32,
+        /// Candidates each indexed segment's HNSW scan keeps (hnsw.ef_search, 1..=1000): more means better recall
+        /// and slower searches. Default: twice -k, at least 40.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        ef_search: Option<u32>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -79,11 +83,13 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::commands::dlq::DlqCommand,
     },
-    /// The HNSW vector index: drop it before a large backfill (ingestion is several times faster), create it after.
+    /// The segments of the chunk table and their HNSW indexes: show them, or run their maintenance now.
     ///
-    /// One build over the loaded rows is far cheaper than updating the index row by row. Search keeps working
-    /// without the index, by an exact scan (slower on large tables). Drop and create run CONCURRENTLY: workers and
-    /// searches carry on.
+    /// Writers insert into the hot segment, which has no vector index (a search scans it exactly), so ingestion
+    /// never pays for index upkeep. A worker holding the maintenance lease seals the hot segment once it is full,
+    /// builds each sealed segment's index in one bulk pass, and merges indexed segments in tiers. `create` does
+    /// the same in the foreground (`--seal` to index every chunk written so far, e.g. after a backfill). Workers
+    /// and searches carry on meanwhile (only a merge's final swap holds writers back, for a moment).
     Index {
         #[command(subcommand)]
         command: crate::commands::index::IndexCommand,

@@ -1,8 +1,10 @@
-//! `quern index drop | status | create` against a real Postgres with pgvector: the bulk-load workflow an operator
-//! follows, a second create doing nothing, and a setting out of range refused with its flag named.
+//! `quern index status | create` against a real Postgres with pgvector: the segments of a fresh database, chunks
+//! landing in the hot segment, `create --seal` sealing and indexing them, a second `create` finding nothing to do,
+//! a setting out of range refused with its flag named, and `create` standing aside while a worker holds the lease.
 
 use std::process::Output;
 
+use quern_store::segments::MAINTENANCE_LEASE;
 use quern_testkit::{TestDatabase, TEST_DIM};
 use serde_json::Value;
 
@@ -30,46 +32,109 @@ async fn status_json(db: &TestDatabase) -> Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&output)))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drop_backfill_and_create_the_vector_index() {
-    let db = TestDatabase::create(TEST_DIM).await;
-    let before = status_json(&db).await;
-    assert_eq!(before["index"]["valid"], true, "{before}");
-    assert!(before["index"]["size_bytes"].as_u64().unwrap() > 0, "{before}");
+/// The segment numbered `id` in a status JSON.
+fn segment(status: &Value, id: i64) -> &Value {
+    status["segments"]
+        .as_array()
+        .expect("segments")
+        .iter()
+        .find(|segment| segment["id"] == id)
+        .unwrap_or_else(|| panic!("no segment {id} in {status}"))
+}
 
-    let dropped = quern(&db, &["index", "drop"]).await;
-    assert!(dropped.status.success(), "{dropped:?}");
-    assert!(stdout(&dropped).contains("dropped the vector index"), "{}", stdout(&dropped));
-    let again = quern(&db, &["index", "drop"]).await;
-    assert!(again.status.success(), "{again:?}");
-    assert!(stdout(&again).contains("no vector index to drop"), "{}", stdout(&again));
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_segments_and_create_seals_and_indexes_them() {
+    let db = TestDatabase::create(TEST_DIM).await;
+    let fresh = status_json(&db).await;
+    assert_eq!(fresh["segments"].as_array().unwrap().len(), 2, "{fresh}");
+    let first = segment(&fresh, 1);
+    assert_eq!(first["state"], "indexed", "{fresh}");
+    assert_eq!(first["rows"], 0, "{fresh}");
+    assert_eq!(first["index"]["valid"], true, "{fresh}");
+    assert!(first["indexed_at"].is_string(), "{fresh}");
+    let hot = segment(&fresh, 2);
+    assert_eq!(hot["state"], "hot", "{fresh}");
+    assert_eq!(hot["rows"], 0, "{fresh}");
+    assert_eq!(hot["index"], Value::Null, "{fresh}");
+    assert_eq!(hot["sealed_at"], Value::Null, "{fresh}");
+    assert!(hot["created_at"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().is_ok(), "{fresh}");
+    assert_eq!(fresh["builds"], serde_json::json!([]), "{fresh}");
+    assert_eq!(fresh["maintainer_pid"], Value::Null, "{fresh}");
+    assert_eq!(fresh["chunk_rows"], 0, "{fresh}");
 
     db.insert_random_chunks(500, TEST_DIM).await;
-    let during = status_json(&db).await;
-    assert_eq!(during, serde_json::json!({"index": null, "running_build": null, "chunk_rows": 500}));
+    let loaded = status_json(&db).await;
+    assert_eq!(segment(&loaded, 2)["state"], "hot", "{loaded}");
+    assert_eq!(segment(&loaded, 2)["rows"], 500, "{loaded}");
+    assert_eq!(segment(&loaded, 1)["rows"], 0, "{loaded}");
+    assert_eq!(loaded["chunk_rows"], 500, "{loaded}");
     let text = quern(&db, &["index", "status"]).await;
-    assert!(stdout(&text).contains("no vector index"), "{}", stdout(&text));
+    assert!(text.status.success(), "{text:?}");
+    let text = stdout(&text);
+    assert!(text.lines().next().unwrap().starts_with("segment  state"), "{text}");
+    assert!(text.lines().any(|line| line.contains("hot") && line.contains("500")), "{text}");
+    assert!(text.contains("quern_chunks_segment_1_hnsw"), "{text}");
+    assert!(text.contains("no worker holds the maintenance lease"), "{text}");
+    assert!(text.contains("chunks: 500"), "{text}");
 
-    let refused = quern(&db, &["index", "create", "--m", "40", "--ef-construction", "50"]).await;
+    let refused = quern(&db, &["index", "create", "--seal", "--m", "40", "--ef-construction", "50"]).await;
     assert_eq!(refused.status.code(), Some(2), "{refused:?}");
     assert!(stderr(&refused).contains("--ef-construction must be at least 2 × --m = 80, got 50"), "{refused:?}");
-    assert_eq!(status_json(&db).await["index"], Value::Null, "nothing was built");
+    assert_eq!(status_json(&db).await, loaded, "nothing changed");
+    let refused = quern(&db, &["index", "create", "--m", "1"]).await;
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(stderr(&refused).contains("--m must be between 2 and 100, got 1"), "{refused:?}");
 
-    let created = quern(&db, &["index", "create", "--m", "8", "--ef-construction", "32"]).await;
+    let created = quern(&db, &["index", "create", "--seal", "--m", "8", "--ef-construction", "32"]).await;
     assert!(created.status.success(), "{created:?}");
-    assert!(
-        stdout(&created).contains("built quern_chunks_embedding_hnsw (m = 8, ef_construction = 32) over 500 chunks"),
-        "{}",
-        stdout(&created)
-    );
+    let out = stdout(&created);
+    assert!(out.contains("sealed segment 2 (500 rows); segment 3 is hot"), "{out}");
+    assert!(out.contains("built the index of segment 2 in "), "{out}");
+    assert!(out.trim_end().ends_with("nothing left to do"), "{out}");
     let after = status_json(&db).await;
-    assert_eq!(after["index"]["valid"], true, "{after}");
-    let definition = after["index"]["definition"].as_str().unwrap();
+    let sealed = segment(&after, 2);
+    assert_eq!(sealed["state"], "indexed", "{after}");
+    assert_eq!(sealed["rows"], 500, "{after}");
+    assert_eq!(sealed["index"]["name"], "quern_chunks_segment_2_hnsw", "{after}");
+    assert_eq!(sealed["index"]["valid"], true, "{after}");
+    assert!(sealed["index"]["size_bytes"].as_u64().unwrap() > 0, "{after}");
+    assert!(sealed["sealed_at"].is_string() && sealed["indexed_at"].is_string(), "{after}");
+    let definition = sealed["index"]["definition"].as_str().unwrap();
     assert!(definition.contains("WITH (m='8', ef_construction='32')"), "{definition}");
+    let hot = segment(&after, 3);
+    assert_eq!(hot["state"], "hot", "{after}");
+    assert_eq!(hot["rows"], 0, "{after}");
+    assert_eq!(after["chunk_rows"], 500, "{after}");
+    assert_eq!(after["maintainer_pid"], Value::Null, "create gave the lease up: {after}");
 
     let second = quern(&db, &["index", "create"]).await;
     assert!(second.status.success(), "{second:?}");
-    assert!(stdout(&second).contains("already exists and is valid"), "{}", stdout(&second));
-    assert_eq!(status_json(&db).await["index"]["definition"], definition, "left as it was");
+    assert!(stdout(&second).starts_with("nothing left to do"), "{}", stdout(&second));
+    assert_eq!(status_json(&db).await["segments"], after["segments"], "left as it was");
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_stands_aside_while_a_worker_holds_the_lease() {
+    let db = TestDatabase::create(TEST_DIM).await;
+    db.insert_random_chunks(50, TEST_DIM).await;
+    let holder = db.client().await;
+    holder.execute("SELECT pg_advisory_lock($1)", &[&MAINTENANCE_LEASE]).await.expect("take the lease");
+    let pid: i32 = holder.query_one("SELECT pg_backend_pid()", &[]).await.expect("backend pid").get(0);
+
+    let created = quern(&db, &["index", "create", "--seal"]).await;
+    assert!(created.status.success(), "{created:?}");
+    assert_eq!(
+        stdout(&created).trim_end(),
+        format!("a worker holds the maintenance lease (backend pid {pid}): it seals, builds and merges by itself")
+    );
+    let status = status_json(&db).await;
+    assert_eq!(status["maintainer_pid"], pid, "{status}");
+    assert_eq!(segment(&status, 2)["state"], "hot", "nothing sealed: {status}");
+    assert_eq!(segment(&status, 2)["rows"], 50, "{status}");
+    let text = stdout(&quern(&db, &["index", "status"]).await);
+    assert!(text.contains(&format!("maintenance lease: held by backend pid {pid}")), "{text}");
+
+    drop(holder);
     db.drop_database().await;
 }

@@ -44,6 +44,11 @@ pub const EMBEDDING_PROVIDER_OUTAGES: &str = "quern_embedding_provider_outages_t
 pub const DB_WRITE_SECONDS: &str = "quern_db_write_duration_seconds";
 /// Histogram: jobs whose writes shared one transaction (group commit).
 pub const DB_WRITE_GROUP_JOBS: &str = "quern_db_write_group_jobs";
+/// Counter, label `step` (`recovered`, `sealed`, `built`, `dropped`, `merged`): segment maintenance steps done by this worker
+/// while it held the lease.
+pub const SEGMENT_STEPS: &str = "quern_segment_maintenance_steps_total";
+/// Histogram, label `step` (`built`, `merged`): duration of an index build or a merge (copy, build and swap).
+pub const SEGMENT_STEP_SECONDS: &str = "quern_segment_maintenance_duration_seconds";
 /// Gauge, label `queue` (`ingest`, `dead`, `retry.<delay>`): messages ready, polled from the broker.
 pub const QUEUE_MESSAGES: &str = "quern_queue_messages";
 /// Counter: broker sessions rebuilt after a failure.

@@ -351,23 +351,32 @@ async fn insert_chunks(tx: &Transaction<'_>, applied: &[&DocumentCommit]) -> Res
     }
     let probe = tx.prepare_cached("SELECT $1::vector").await.map_err(StoreError::db("look up the vector type"))?;
     let vector = probe.params()[0].clone();
+    // Under the segment switch lock (shared, until commit): the segment read here cannot be sealed before the
+    // rows are in it. See crate::segments.
+    let segment: i64 =
+        tx.query_one("SELECT quern_hot_segment()", &[]).await.map_err(StoreError::db("read the hot segment"))?.get(0);
     let sink = tx
-        .copy_in("COPY quern_chunks (collection, document_id, chunk_index, content, content_sha256, embedding) FROM STDIN BINARY")
+        .copy_in(
+            "COPY quern_chunks (collection, document_id, chunk_index, content, content_sha256, embedding, segment) \
+             FROM STDIN BINARY",
+        )
         .await
         .map_err(StoreError::db("start chunk copy"))?;
-    let writer = BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::TEXT, Type::INT4, Type::TEXT, Type::TEXT, vector]);
+    let columns = [Type::TEXT, Type::TEXT, Type::INT4, Type::TEXT, Type::TEXT, vector, Type::INT8];
+    let writer = BinaryCopyInWriter::new(sink, &columns);
     let mut writer = std::pin::pin!(writer);
     for commit in applied {
         if let DocumentChange::Replace { chunks, .. } = &commit.change {
             for (index, chunk) in chunks.iter().enumerate() {
                 let index = count_i32(index);
-                let row: [&(dyn ToSql + Sync); 6] = [
+                let row: [&(dyn ToSql + Sync); 7] = [
                     &commit.collection,
                     &commit.document_id,
                     &index,
                     &chunk.content,
                     &chunk.content_sha256,
                     &chunk.embedding,
+                    &segment,
                 ];
                 writer.as_mut().write(&row).await.map_err(StoreError::db("copy chunk"))?;
             }

@@ -5,7 +5,9 @@
 //! - [`documents`]: atomic document replacement and deletion, together with the job's success;
 //! - [`group_commit`]: the writes of concurrent jobs share transactions, each job answered after its commit;
 //! - [`jobs`]: each job's status in `quern_jobs`;
-//! - [`index`]: the HNSW vector index's state, dropped before a bulk load and built after it;
+//! - [`segments`]: `quern_chunks` in segments: a hot one without vector index, sealed ones indexed in bulk;
+//! - [`maintenance`]: sealing, index builds and tiered merges, by one worker at a time under a lease;
+//! - [`index`]: the segments' HNSW parameters;
 //! - [`overview`]: recent jobs by status and the commonest reasons jobs died, for operators;
 //! - [`search`]: nearest chunks by cosine distance;
 //! - [`error`]: [`StoreError`], which knows whether retrying can help.
@@ -15,19 +17,20 @@ pub mod error;
 pub mod group_commit;
 pub mod index;
 pub mod jobs;
+pub mod maintenance;
 pub mod migrate;
 pub mod overview;
 pub mod pool;
 pub mod search;
+pub mod segments;
 
 pub use documents::{ChunkRow, DocumentChange, DocumentCommit, DocumentState, JobVersion, StoredDocument, WriteResult};
 pub use error::StoreError;
 pub use group_commit::{GroupCommitConfig, GroupCommitter};
-pub use index::{
-    HnswParams, IndexBuildProgress, IndexBuildSettings, IndexCreation, IndexError, RunningBuild, VectorIndex,
-    VectorIndexStatus,
-};
+pub use index::{HnswParams, InvalidSetting};
 pub use jobs::{JobRecord, JobStart, JobStatus};
+pub use maintenance::{Maintainer, MaintenanceStep, Sealer};
 pub use overview::{DeadReason, JobOverview};
 pub use pool::{Store, StoreConfig};
-pub use search::SearchHit;
+pub use search::{default_ef_search, SearchHit};
+pub use segments::{Segment, SegmentBuild, SegmentIndex, SegmentPolicy, SegmentState, SegmentsStatus};

@@ -29,6 +29,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "job_queue_prefix",
         sql: include_str!("../../../migrations/0003_job_queue_prefix.sql"),
     },
+    Migration { version: 4, name: "chunk_segments", sql: include_str!("../../../migrations/0004_chunk_segments.sql") },
 ];
 
 /// Serialises migrators (any value unlikely to collide with an application's own advisory locks).

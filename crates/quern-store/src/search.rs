@@ -1,4 +1,5 @@
-//! Nearest chunks of a collection by cosine distance, through the HNSW index.
+//! Nearest chunks of a collection by cosine distance: each indexed segment through its HNSW index, the hot and
+//! sealed ones by an exact scan, merged by Postgres.
 
 use pgvector::Vector;
 
@@ -18,18 +19,54 @@ pub struct SearchHit {
 }
 
 impl Store {
-    /// The `k` chunks of `collection` nearest to `query`.
+    /// The `k` chunks of `collection` nearest to `query`. Each indexed segment's HNSW scan keeps
+    /// [`default_ef_search`]`(k)` candidates shared out among the indexed segments, and at least `k`: a scan's
+    /// cost grows with its candidates, and the segments' candidates together decide the recall (measured: see
+    /// the README, "Segments").
     pub async fn search(&self, collection: &str, query: Vector, k: usize) -> Result<Vec<SearchHit>, StoreError> {
+        self.search_with(collection, query, k, None).await
+    }
+
+    /// [`Store::search`] with `ef_search` candidates kept by each indexed segment's HNSW scan (1..=1000): more
+    /// means better recall and slower searches.
+    pub async fn search_with_ef(
+        &self,
+        collection: &str,
+        query: Vector,
+        k: usize,
+        ef_search: u32,
+    ) -> Result<Vec<SearchHit>, StoreError> {
+        self.search_with(collection, query, k, Some(ef_search)).await
+    }
+
+    async fn search_with(
+        &self,
+        collection: &str,
+        query: Vector,
+        k: usize,
+        ef_search: Option<u32>,
+    ) -> Result<Vec<SearchHit>, StoreError> {
         let limit = i64::try_from(k.clamp(1, 1000)).unwrap_or(1000);
+        // Fixed, or shared out among the indexed segments (counted in the same statement).
+        let (ef_total, ef_floor) = match ef_search {
+            Some(ef) => (i32::try_from(ef.clamp(1, 1000)).unwrap_or(1000), 0),
+            None => (i32::try_from(default_ef_search(k)).unwrap_or(1000), limit as i32),
+        };
+        let shared_out = ef_search.is_none();
         self.timed("search", async {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(StoreError::db("begin"))?;
-            // The HNSW scan returns its ef_search nearest rows before the collection filter; iterative scans
-            // (pgvector 0.8) keep scanning until `k` rows pass the filter.
-            tx.batch_execute(&format!(
-                "SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {}",
-                (limit * 2).max(40)
-            ))
+            // Each indexed segment's HNSW scan returns its ef_search nearest rows before the collection filter;
+            // iterative scans (pgvector 0.8) keep scanning until `k` rows pass the filter. Strict order, because
+            // Postgres merges the segments' ordered scans (Merge Append) and would stop early on a late row.
+            tx.query_one(
+                "SELECT set_config('hnsw.iterative_scan', 'strict_order', true),
+                        set_config('hnsw.ef_search', least(1000, greatest($2::int, CASE WHEN $3 THEN
+                            ceil($1::int / greatest(1, (SELECT count(*) FROM quern_segments
+                                                        WHERE state = 'indexed'))::float8)::int
+                            ELSE $1::int END))::text, true)",
+                &[&ef_total, &ef_floor, &shared_out],
+            )
             .await
             .map_err(StoreError::db("configure search"))?;
             let rows = tx
@@ -51,10 +88,15 @@ impl Store {
                     score: row.get(3),
                 })
                 .collect();
-            // relaxed_order may return neighbours slightly out of order.
+            // Sorted again so that callers never depend on the plan's order.
             hits.sort_by(|a, b| b.score.total_cmp(&a.score));
             Ok(hits)
         })
         .await
     }
+}
+
+/// `hnsw.ef_search` of [`Store::search`]: twice `k`, and at least pgvector's default of 40.
+pub fn default_ef_search(k: usize) -> u32 {
+    u32::try_from(k.clamp(1, 1000) * 2).unwrap_or(2000).max(40)
 }

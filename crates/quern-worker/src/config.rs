@@ -6,7 +6,7 @@ use clap::{Args, Parser, ValueEnum};
 use quern_core::chunk::{DEFAULT_MAX_CHARS, DEFAULT_OVERLAP_CHARS};
 use quern_core::{Limits, RetryPolicy, Topology};
 use quern_embed::{EmbeddingClientConfig, PoolConfig, VectorEncoding};
-use quern_store::{GroupCommitConfig, StoreConfig};
+use quern_store::{GroupCommitConfig, HnswParams, InvalidSetting, SegmentPolicy, StoreConfig};
 use secrecy::{ExposeSecret, SecretString};
 
 fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
@@ -57,6 +57,57 @@ impl DatabaseArgs {
         config.statement_timeout = Duration::from_secs(self.db_statement_timeout_secs.max(1));
         config.operation_timeout = config.statement_timeout + Duration::from_secs(30);
         config
+    }
+}
+
+/// How this worker takes part in segment maintenance (see `quern_store::segments`).
+#[derive(Debug, Clone, Args)]
+pub struct SegmentArgs {
+    /// Take part in segment maintenance: when no other worker holds the lease, seal the hot segment, build sealed
+    /// segments' indexes and merge them. One worker at a time does it; `false` leaves it to the others.
+    #[arg(long, env = "QUERN_SEGMENT_MAINTENANCE", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub segment_maintenance: bool,
+    /// Rows after which the hot segment (searched exactly, written without index upkeep) is sealed and indexed.
+    #[arg(long, env = "QUERN_SEGMENT_ROWS", default_value_t = SegmentPolicy::default().seal_rows,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub segment_rows: u64,
+    /// Indexed segments of one size tier merged into one: a search visits fewer than this many per tier.
+    #[arg(long, env = "QUERN_SEGMENT_MERGE_FACTOR", default_value_t = SegmentPolicy::default().merge_factor as u64,
+          value_parser = clap::value_parser!(u64).range(2..=64))]
+    pub segment_merge_factor: u64,
+    /// HNSW links per node of every segment index (2..=100).
+    #[arg(long, env = "QUERN_HNSW_M", default_value_t = HnswParams::default().m)]
+    pub hnsw_m: u32,
+    /// HNSW candidates kept while linking (4..=1000, at least 2 × --hnsw-m).
+    #[arg(long, env = "QUERN_HNSW_EF_CONSTRUCTION", default_value_t = HnswParams::default().ef_construction)]
+    pub hnsw_ef_construction: u32,
+    /// Memory of index builds and merges (e.g. 512MB). By default each build gets what its graph needs, up to 1GB.
+    #[arg(long, env = "QUERN_MAINTENANCE_WORK_MEM", value_name = "SIZE",
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub maintenance_work_mem: Option<String>,
+}
+
+impl SegmentArgs {
+    /// The policy these flags describe, or what is wrong with them (the flag named).
+    pub fn policy(&self) -> Result<SegmentPolicy, InvalidSetting> {
+        let policy = SegmentPolicy {
+            seal_rows: self.segment_rows,
+            merge_factor: self.segment_merge_factor as usize,
+            hnsw: HnswParams { m: self.hnsw_m, ef_construction: self.hnsw_ef_construction },
+            maintenance_work_mem: self.maintenance_work_mem.clone(),
+        };
+        // The store names `quern index create`'s flags; the worker's HNSW flags have a prefix.
+        policy.validate().map_err(|error| InvalidSetting {
+            flag: match error.flag {
+                "--m" => "--hnsw-m",
+                "--ef-construction" => "--hnsw-ef-construction",
+                other => other,
+            },
+            problem: error.problem.replace("--m", "--hnsw-m"),
+        })?;
+        Ok(policy)
     }
 }
 
@@ -140,6 +191,8 @@ pub struct WorkerConfig {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub embedding: EmbeddingArgs,
+    #[command(flatten)]
+    pub segments: SegmentArgs,
     /// Embedding requests in flight at once, shared by every job of this process (the most, with
     /// --embedding-adaptive-concurrency, the default).
     #[arg(long, env = "QUERN_EMBEDDING_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -305,5 +358,33 @@ impl WorkerConfig {
     /// Grace period for in-flight jobs at shutdown.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::WorkerConfig;
+
+    fn segment_policy(flags: &[&str]) -> Result<quern_store::SegmentPolicy, String> {
+        let config = WorkerConfig::try_parse_from(std::iter::once("quern-worker").chain(flags.iter().copied()))
+            .map_err(|error| error.to_string())?;
+        config.segments.policy().map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn segment_settings_out_of_range_name_the_workers_own_flags() {
+        let policy = segment_policy(&["--segment-rows", "500", "--hnsw-m", "8", "--hnsw-ef-construction", "32"]);
+        let policy = policy.expect("valid settings");
+        assert_eq!((policy.seal_rows, policy.hnsw.m, policy.hnsw.ef_construction), (500, 8, 32));
+        assert_eq!(
+            segment_policy(&["--hnsw-m", "40", "--hnsw-ef-construction", "50"]).unwrap_err(),
+            "--hnsw-ef-construction must be at least 2 × --hnsw-m = 80, got 50"
+        );
+        assert_eq!(segment_policy(&["--hnsw-m", "200"]).unwrap_err(), "--hnsw-m must be between 2 and 100, got 200");
+        let memory = segment_policy(&["--maintenance-work-mem", "1GB; DROP TABLE x"]).unwrap_err();
+        assert!(memory.starts_with("--maintenance-work-mem must be a size"), "{memory}");
+        assert!(segment_policy(&["--segment-merge-factor", "1"]).unwrap_err().contains("--segment-merge-factor"));
     }
 }

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::intake::Intake;
+use crate::maintenance;
 use crate::ops::{self, Health};
 use crate::republisher::{self, Republisher};
 use crate::wait::{wait_for, NotYet, DEPENDENCY_BACKOFF};
@@ -143,6 +144,7 @@ pub async fn run_with_pipeline(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let worker_id = config.worker_id();
+    let policy = config.segments.policy().context("invalid segment settings")?;
     let tracker = TaskTracker::new();
     let health = Arc::new(Health::default());
     let ops_stop = CancellationToken::new();
@@ -159,6 +161,10 @@ pub async fn run_with_pipeline(
     tokio::spawn(ops::probe_embedding(client, health.clone(), EMBEDDING_PROBE_EVERY, ops_stop.clone()));
     let availability = pipeline.embedder().availability();
     tokio::spawn(ops::follow_provider(availability, health.clone(), ops_stop.clone()));
+    if config.segments.segment_maintenance {
+        let store = pipeline.store().clone();
+        tokio::spawn(maintenance::maintain_segments(store, policy, maintenance::MAINTENANCE_EVERY, ops_stop.clone()));
+    }
 
     let broker = quern_queue::redact_url(config.broker.amqp_url.expose_secret());
     let mut pauses = DEPENDENCY_BACKOFF.pauses();

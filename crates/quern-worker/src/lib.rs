@@ -7,6 +7,7 @@
 //!   to ack / requeue / dead-letter, reconnect after broker trouble, drain on shutdown;
 //! - `intake`: the consumer of the ingest queue, paused while the embedding provider refuses every request;
 //! - [`republisher`]: moving a message to a delay queue (retry later) or the dead-letter queue, confirmed before the ack;
+//! - [`maintenance`]: segment maintenance (seal, build, merge) while this worker holds the lease;
 //! - [`ops`]: `/metrics`, `/healthz` and `/readyz`, and the readiness state behind them;
 //! - [`wait`]: waiting for a dependency at start-up (and for the broker), with growing, jittered pauses;
 //! - [`telemetry`]: tracing setup.
@@ -15,6 +16,7 @@ pub mod config;
 pub mod config_file;
 pub mod consumer;
 mod intake;
+pub mod maintenance;
 pub mod ops;
 pub mod pipeline;
 pub mod republisher;

@@ -1,4 +1,4 @@
-//! `quern search "<query>" --collection C -k 5`.
+//! `quern search "<query>" --collection C -k 5 [--ef-search N]`.
 
 use std::process::ExitCode;
 
@@ -16,6 +16,7 @@ pub async fn run(
     query: &str,
     collection: &str,
     k: usize,
+    ef_search: u32,
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
     let client = EmbeddingClient::new(&embedding.client_config())?;
@@ -26,7 +27,7 @@ pub async fn run(
         .pop()
         .context("the embedding API returned no vector")?;
     let store = Store::connect(&database.store_config())?;
-    let hits = store.search(collection, pgvector::Vector::from(vector), k).await?;
+    let hits = store.search_with_ef(collection, pgvector::Vector::from(vector), k, ef_search).await?;
     if as_json {
         let results: Vec<_> = hits
             .iter()
