@@ -1,6 +1,7 @@
 //! `quern index status | create` against a real Postgres with pgvector: the segments of a fresh database, chunks
 //! landing in the hot segment, `create --seal` sealing and indexing them, a second `create` finding nothing to do,
-//! a setting out of range refused with its flag named, and `create` standing aside while a worker holds the lease.
+//! a setting out of range refused with its flag named, `create` standing aside while a worker holds the lease, and
+//! a maintainer process killed mid-build, whose build the next one redoes.
 
 use std::process::Output;
 
@@ -136,5 +137,57 @@ async fn create_stands_aside_while_a_worker_holds_the_lease() {
     assert!(text.contains(&format!("maintenance lease: held by backend pid {pid}")), "{text}");
 
     drop(holder);
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintainer_process_killed_mid_build_frees_the_lease_and_its_build_is_redone() {
+    let db = TestDatabase::create(TEST_DIM).await;
+    db.insert_random_chunks(500, TEST_DIM).await;
+    // A writer's open transaction on the hot segment holds the concurrent build of its index in its first phase.
+    let writer = db.client().await;
+    writer.batch_execute("BEGIN; LOCK TABLE quern_chunks_segment_2 IN ROW EXCLUSIVE MODE").await.unwrap();
+    let mut maintainer = tokio::process::Command::new(env!("CARGO_BIN_EXE_quern"))
+        .args(["index", "create", "--seal"])
+        .env("QUERN_DATABASE_URL", &db.url)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start quern index create");
+    let observer = db.client().await;
+    let building = quern_testkit::wait_until(std::time::Duration::from_secs(20), || async {
+        let running = observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_progress_create_index
+                 WHERE relid = to_regclass('quern_chunks_segment_2')",
+                &[],
+            )
+            .await;
+        running.is_ok_and(|row| row.get::<_, i64>(0) == 1)
+    })
+    .await;
+    assert!(building, "the build never started");
+
+    maintainer.kill().await.expect("SIGKILL the maintainer");
+    // Postgres checks the client of a running statement every second (client_connection_check_interval): the
+    // session ends while its build still waits, which frees the lease. Only then may the writer finish.
+    let freed = quern_testkit::wait_until(std::time::Duration::from_secs(20), || async {
+        status_json(&db).await["maintainer_pid"].is_null()
+    })
+    .await;
+    assert!(freed, "the killed maintainer's session still holds the lease");
+    writer.batch_execute("COMMIT").await.unwrap();
+
+    let next = quern(&db, &["index", "create"]).await;
+    assert!(next.status.success(), "{next:?}");
+    assert!(
+        stdout(&next).contains("built the index of segment 2") && stdout(&next).contains("replacing an invalid one"),
+        "{}",
+        stdout(&next)
+    );
+    let status = status_json(&db).await;
+    assert_eq!(segment(&status, 2)["state"], "indexed", "{status}");
+    assert_eq!(segment(&status, 2)["index"]["valid"], true, "{status}");
+    assert_eq!(segment(&status, 2)["rows"], 500, "{status}");
     db.drop_database().await;
 }

@@ -88,17 +88,52 @@ pub enum MaintenanceStep {
 pub struct Sealer {
     store: Store,
     seal_rows: u64,
+    seal_when_quiet: Option<Duration>,
     lease: Arc<AtomicBool>,
+    /// The hot segment and its row count when last seen to change.
+    quiet: Option<(i64, u64, Instant)>,
 }
 
 impl Sealer {
-    /// Seals the hot segment if it is full and the maintainer holds the lease; `Ok(None)` otherwise.
-    pub async fn seal_if_due(&self) -> Result<Option<MaintenanceStep>, StoreError> {
+    /// Seals the hot segment if the maintainer holds the lease and the segment is full, or has been quiet (the
+    /// same row count) for the policy's `seal_when_quiet` with at least [`SegmentPolicy::quiet_seal_rows`] rows;
+    /// `Ok(None)` otherwise. Called every fraction of a second.
+    pub async fn seal_if_due(&mut self) -> Result<Option<MaintenanceStep>, StoreError> {
         if !self.lease.load(Ordering::Acquire) {
+            self.quiet = None;
             return Ok(None);
         }
         let client = self.store.client().await?;
-        seal_if_full(&client, self.seal_rows).await
+        let (hot, rows) = read_hot(&client, self.seal_rows).await?;
+        if rows >= self.seal_rows.max(1) {
+            self.quiet = None;
+            return seal_segment(&client, hot).await;
+        }
+        let Some(quiet_for) = self.seal_when_quiet else { return Ok(None) };
+        match self.quiet {
+            Some((seen, count, since)) if seen == hot && count == rows => {
+                if rows >= quiet_seal_rows(self.seal_rows) && since.elapsed() >= quiet_for {
+                    self.quiet = None;
+                    return seal_segment(&client, hot).await;
+                }
+            }
+            _ => self.quiet = Some((hot, rows, Instant::now())),
+        }
+        Ok(None)
+    }
+}
+
+/// See [`SegmentPolicy::quiet_seal_rows`].
+fn quiet_seal_rows(seal_rows: u64) -> u64 {
+    (seal_rows / 10).max(1)
+}
+
+impl SegmentPolicy {
+    /// Rows from which a quiet hot segment is sealed: a tenth of `seal_rows`, about where its exact scan costs as
+    /// much as one more index scan would (measured at dimension 384: 0.7 ms per 1,000 rows scanned exactly, 0.4-1
+    /// ms per HNSW scan).
+    pub fn quiet_seal_rows(&self) -> u64 {
+        quiet_seal_rows(self.seal_rows)
     }
 }
 
@@ -145,7 +180,13 @@ impl Maintainer {
     /// A sealer that seals the hot segment as soon as it is full, while this maintainer holds the lease, on a
     /// connection of its own: so that the hot segment stays small while a long build or merge runs here.
     pub fn sealer(&self) -> Sealer {
-        Sealer { store: self.store.clone(), seal_rows: self.policy.seal_rows, lease: self.holds_lease.clone() }
+        Sealer {
+            store: self.store.clone(),
+            seal_rows: self.policy.seal_rows,
+            seal_when_quiet: self.policy.seal_when_quiet,
+            lease: self.holds_lease.clone(),
+            quiet: None,
+        }
     }
 
     /// Takes the lease if no one holds it; returns whether this maintainer holds it. Never waits.
@@ -612,19 +653,29 @@ impl Maintainer {
     }
 }
 
-/// Seals the hot segment if it holds at least `min_rows` rows (and one at least), making a new hot segment, in one
-/// transaction. Safe beside another sealer: under the switch lock it checks the segment is still the hot one.
+/// Seals the hot segment if it holds at least `min_rows` rows (and one at least).
 async fn seal_if_full(client: &tokio_postgres::Client, min_rows: u64) -> Result<Option<MaintenanceStep>, StoreError> {
+    let (hot, rows) = read_hot(client, min_rows).await?;
+    if rows < min_rows.max(1) {
+        return Ok(None);
+    }
+    seal_segment(client, hot).await
+}
+
+/// The hot segment and its rows, counted no further than `count_limit` (the hot segment is small, but a count is
+/// still not free).
+async fn read_hot(client: &tokio_postgres::Client, count_limit: u64) -> Result<(i64, u64), StoreError> {
     let hot: i64 = client
         .query_one("SELECT segment FROM quern_segments WHERE state = 'hot'", &[])
         .await
         .map_err(StoreError::db("read the hot segment"))?
         .get(0);
-    // Counting stops at `min_rows`: the hot segment is small, but a count is still not free.
-    let rows = count_up_to(client, &segment_table(hot), min_rows).await?;
-    if rows < min_rows.max(1) {
-        return Ok(None);
-    }
+    Ok((hot, count_up_to(client, &segment_table(hot), count_limit).await?))
+}
+
+/// Seals segment `hot` and makes a new hot segment, in one transaction. Safe beside another sealer: under the switch
+/// lock it checks the segment is still the hot one.
+async fn seal_segment(client: &tokio_postgres::Client, hot: i64) -> Result<Option<MaintenanceStep>, StoreError> {
     let next: i64 = client
         .query_one("SELECT nextval('quern_segment_ids')", &[])
         .await

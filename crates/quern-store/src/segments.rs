@@ -136,11 +136,21 @@ pub struct SegmentPolicy {
     pub hnsw: HnswParams,
     /// `maintenance_work_mem` of builds and merges; if `None`, each build gets what its graph needs, up to 1 GB.
     pub maintenance_work_mem: Option<String>,
+    /// A hot segment that receives no row for this long is sealed early, if it holds at least
+    /// [`SegmentPolicy::quiet_seal_rows`]: after a burst, its rows are searched through an index rather than
+    /// scanned exactly by every search. `None`: only when full.
+    pub seal_when_quiet: Option<std::time::Duration>,
 }
 
 impl Default for SegmentPolicy {
     fn default() -> SegmentPolicy {
-        SegmentPolicy { seal_rows: 10_000, merge_factor: 4, hnsw: HnswParams::default(), maintenance_work_mem: None }
+        SegmentPolicy {
+            seal_rows: 10_000,
+            merge_factor: 4,
+            hnsw: HnswParams::default(),
+            maintenance_work_mem: None,
+            seal_when_quiet: Some(std::time::Duration::from_secs(30)),
+        }
     }
 }
 

@@ -23,6 +23,7 @@ fn policy(seal_rows: u64) -> SegmentPolicy {
         merge_factor: 2,
         hnsw: HnswParams { m: 8, ef_construction: 32 },
         maintenance_work_mem: None,
+        seal_when_quiet: None,
     }
 }
 
@@ -326,7 +327,7 @@ async fn sealers_seal_only_under_the_lease_and_never_one_segment_twice() {
     let db = TestDatabase::create(TEST_DIM).await;
     let store = db.store();
     let mut maintainer = Maintainer::new(store.clone(), policy(10));
-    let (first, second) = (maintainer.sealer(), maintainer.sealer());
+    let (mut first, mut second) = (maintainer.sealer(), maintainer.sealer());
     write_documents(&store, 0, 10).await;
     assert_eq!(first.seal_if_due().await.unwrap(), None, "the maintainer does not hold the lease");
     assert!(maintainer.acquire().await.unwrap());
@@ -336,5 +337,30 @@ async fn sealers_seal_only_under_the_lease_and_never_one_segment_twice() {
     assert!(matches!(sealed[..], [MaintenanceStep::Sealed { segment: 2, rows: 10, .. }]), "{sealed:?}");
     let states: Vec<SegmentState> = layout(&store).await.into_iter().map(|(_, state, _)| state).collect();
     assert_eq!(states, vec![SegmentState::Indexed, SegmentState::Sealed, SegmentState::Hot]);
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_quiet_hot_segment_is_sealed_early_once_it_holds_a_tenth_of_a_full_one() {
+    let db = TestDatabase::create(TEST_DIM).await;
+    let store = db.store();
+    let quiet = Duration::from_millis(300);
+    let mut maintainer = Maintainer::new(store.clone(), SegmentPolicy { seal_when_quiet: Some(quiet), ..policy(100) });
+    assert!(maintainer.acquire().await.unwrap());
+    let mut sealer = maintainer.sealer();
+    // 9 rows: under a tenth of 100, cheaper to scan than to index; never sealed for quiet.
+    write_documents(&store, 0, 9).await;
+    for _ in 0..3 {
+        assert_eq!(sealer.seal_if_due().await.unwrap(), None);
+        tokio::time::sleep(quiet).await;
+    }
+    // A tenth: sealed once no row has come for the quiet period, counted from when the count last changed.
+    write_documents(&store, 9, 1).await;
+    assert_eq!(sealer.seal_if_due().await.unwrap(), None, "the count just changed");
+    tokio::time::sleep(quiet / 2).await;
+    assert_eq!(sealer.seal_if_due().await.unwrap(), None, "not quiet for long enough yet");
+    tokio::time::sleep(quiet).await;
+    let sealed = sealer.seal_if_due().await.unwrap();
+    assert!(matches!(sealed, Some(MaintenanceStep::Sealed { segment: 2, rows: 10, next: 3 })), "{sealed:?}");
     db.drop_database().await;
 }

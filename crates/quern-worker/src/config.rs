@@ -77,6 +77,11 @@ pub struct SegmentArgs {
     #[arg(long, env = "QUERN_SEGMENT_MERGE_FACTOR", default_value_t = SegmentPolicy::default().merge_factor as u64,
           value_parser = clap::value_parser!(u64).range(2..=64))]
     pub segment_merge_factor: u64,
+    /// Seconds without a new row after which a hot segment holding a tenth of --segment-rows or more is sealed
+    /// and indexed early: after a burst, searches read its rows through an index instead of scanning them. 0 seals
+    /// only full segments.
+    #[arg(long, env = "QUERN_SEGMENT_QUIET_SECS", default_value_t = 30)]
+    pub segment_quiet_secs: u64,
     /// HNSW links per node of every segment index (2..=100).
     #[arg(long, env = "QUERN_HNSW_M", default_value_t = HnswParams::default().m)]
     pub hnsw_m: u32,
@@ -97,6 +102,7 @@ impl SegmentArgs {
             merge_factor: self.segment_merge_factor as usize,
             hnsw: HnswParams { m: self.hnsw_m, ef_construction: self.hnsw_ef_construction },
             maintenance_work_mem: self.maintenance_work_mem.clone(),
+            seal_when_quiet: Some(Duration::from_secs(self.segment_quiet_secs)).filter(|quiet| !quiet.is_zero()),
         };
         // The store names `quern index create`'s flags; the worker's HNSW flags have a prefix.
         policy.validate().map_err(|error| InvalidSetting {

@@ -46,7 +46,7 @@ pub async fn maintain_segments(store: Store, policy: SegmentPolicy, every: Durat
 }
 
 /// Seals the hot segment whenever it is full, while the maintainer holds the lease.
-async fn seal_segments(sealer: Sealer, every: Duration, stop: CancellationToken) {
+async fn seal_segments(mut sealer: Sealer, every: Duration, stop: CancellationToken) {
     loop {
         let pause = match sealer.seal_if_due().await {
             Ok(Some(step)) => {

@@ -86,6 +86,8 @@ impl CreateArgs {
             merge_factor: self.merge_factor as usize,
             hnsw: HnswParams { m: self.m, ef_construction: self.ef_construction },
             maintenance_work_mem: self.maintenance_work_mem.clone(),
+            // Only the workers' sealer seals a quiet segment; `--seal` does it here.
+            seal_when_quiet: None,
         };
         policy.validate()?;
         Ok(policy)

@@ -10,5 +10,6 @@ mod ops;
 mod provider;
 mod reingest;
 mod retries;
+mod segments;
 mod shutdown;
 mod startup;
