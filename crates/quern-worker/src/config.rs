@@ -366,31 +366,3 @@ impl WorkerConfig {
         Duration::from_secs(self.shutdown_grace_secs)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::WorkerConfig;
-
-    fn segment_policy(flags: &[&str]) -> Result<quern_store::SegmentPolicy, String> {
-        let config = WorkerConfig::try_parse_from(std::iter::once("quern-worker").chain(flags.iter().copied()))
-            .map_err(|error| error.to_string())?;
-        config.segments.policy().map_err(|error| error.to_string())
-    }
-
-    #[test]
-    fn segment_settings_out_of_range_name_the_workers_own_flags() {
-        let policy = segment_policy(&["--segment-rows", "500", "--hnsw-m", "8", "--hnsw-ef-construction", "32"]);
-        let policy = policy.expect("valid settings");
-        assert_eq!((policy.seal_rows, policy.hnsw.m, policy.hnsw.ef_construction), (500, 8, 32));
-        assert_eq!(
-            segment_policy(&["--hnsw-m", "40", "--hnsw-ef-construction", "50"]).unwrap_err(),
-            "--hnsw-ef-construction must be at least 2 × --hnsw-m = 80, got 50"
-        );
-        assert_eq!(segment_policy(&["--hnsw-m", "200"]).unwrap_err(), "--hnsw-m must be between 2 and 100, got 200");
-        let memory = segment_policy(&["--maintenance-work-mem", "1GB; DROP TABLE x"]).unwrap_err();
-        assert!(memory.starts_with("--maintenance-work-mem must be a size"), "{memory}");
-        assert!(segment_policy(&["--segment-merge-factor", "1"]).unwrap_err().contains("--segment-merge-factor"));
-    }
-}
