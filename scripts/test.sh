@@ -9,7 +9,9 @@
 # 2. exports QUERN_TEST_AMQP_URL and QUERN_TEST_DATABASE_URL, which the tests read;
 # 3. compiles the workspace ONCE (one profile, one feature set: `otlp` on) and runs every test target, then the
 #    doctests, which reuse the same build;
-# 4. runs scripts/pg-cpu-check.sh: the installed PostgreSQL + pgvector under emulated older CPUs (skipped when the
+# 4. runs the Python producer's tests (pytest, in a virtual environment it makes) and the TypeScript producer's
+#    (`npm ci`, then `node --test`), both against a real quern-worker;
+# 5. runs scripts/pg-cpu-check.sh: the installed PostgreSQL + pgvector under emulated older CPUs (skipped when the
 #    services were given from outside, or with QUERN_SKIP_CPU_CHECK=1).
 set -euo pipefail
 
@@ -31,6 +33,10 @@ cargo test "${QUERN_CARGO_TEST_FLAGS[@]}" "$@"
 # `--all-targets` leaves out doctests (the producer's axum example among them).
 cargo test --workspace --doc "${QUERN_CARGO_FEATURES[@]}" "$@"
 quern_log "ran the tests in $((SECONDS - started))s"
+
+# The Python and TypeScript producers, against the same services and the worker just built (target/debug).
+bash scripts/test-python.sh
+bash scripts/test-typescript.sh
 
 if [[ ${QUERN_SERVICES_GIVEN:-} == 1 || ${QUERN_SKIP_CPU_CHECK:-} == 1 ]]; then
     quern_log "skipping scripts/pg-cpu-check.sh (services given from outside, or QUERN_SKIP_CPU_CHECK=1)"

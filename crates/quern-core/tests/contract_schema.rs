@@ -10,60 +10,33 @@ fn schema() -> jsonschema::Validator {
     jsonschema::validator_for(&schema).expect("schema compiles")
 }
 
-const ID: &str = "0190a5c2-7a3e-7cc1-9f3b-2d1f0e6b8a11";
-
-fn accepted() -> Vec<Value> {
-    vec![
-        json!({"job_id": ID, "collection": "c", "document_id": "d", "text": "hello"}),
-        json!({"job_id": ID.to_uppercase(), "collection": "c", "document_id": "d", "text": ""}),
-        json!({"job_id": ID, "collection": "c", "document_id": "d", "text": "x", "op": "upsert"}),
-        json!({"job_id": ID, "collection": "c", "document_id": "d", "op": "delete"}),
-        json!({"job_id": ID, "collection": "c", "document_id": "d", "op": "delete", "text": "ignored"}),
-        json!({"job_id": ID, "collection": "c", "document_id": "d", "text": "x", "metadata": {"a": [1, 2]}}),
-        json!({"job_id": ID, "collection": "c", "document_id": "d", "text": "x", "metadata": null}),
-        json!({"job_id": ID, "collection": "c", "document_id": "d", "text": "x", "extra": {"ignored": true}}),
-        json!({"job_id": ID, "collection": "é".repeat(128), "document_id": "漢".repeat(512), "text": "x"}),
-    ]
+/// The contract's examples, shared with the Python and TypeScript producers' tests: what one accepts, all accept.
+fn examples(file: &str) -> Vec<(String, Value)> {
+    let path = format!("{}/../../schema/examples/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let list: Vec<Value> = serde_json::from_str(&text).expect("examples are JSON");
+    assert!(list.len() > 5, "{path} holds the examples");
+    list.into_iter()
+        .map(|example| (example["name"].as_str().expect("each example has a name").to_owned(), example["body"].clone()))
+        .collect()
 }
 
-fn rejected() -> Vec<Value> {
-    vec![
-        json!([]),
-        json!("job"),
-        json!(null),
-        json!({}),
-        json!({"collection": "c", "document_id": "d", "text": "x"}),
-        json!({"job_id": ID, "document_id": "d", "text": "x"}),
-        json!({"job_id": ID, "collection": "c", "text": "x"}),
-        json!({"job_id": ID, "collection": "c", "document_id": "d"}),
-        json!({"job_id": ID, "collection": "c", "document_id": "d", "op": "upsert"}),
-        json!({"job_id": "nope", "collection": "c", "document_id": "d", "text": "x"}),
-        json!({"job_id": ID.replace('-', ""), "collection": "c", "document_id": "d", "text": "x"}),
-        json!({"job_id": format!("{{{ID}}}"), "collection": "c", "document_id": "d", "text": "x"}),
-        json!({"job_id": 7, "collection": "c", "document_id": "d", "text": "x"}),
-        json!({"job_id": ID, "collection": "", "document_id": "d", "text": "x"}),
-        json!({"job_id": ID, "collection": "é".repeat(129), "document_id": "d", "text": "x"}),
-        json!({"job_id": ID, "collection": "c", "document_id": "", "text": "x"}),
-        json!({"job_id": ID, "collection": "c", "document_id": "漢".repeat(513), "text": "x"}),
-        json!({"job_id": ID, "collection": "c", "document_id": 5, "text": "x"}),
-        json!({"job_id": ID, "collection": "c", "document_id": "d", "text": 5}),
-        json!({"job_id": ID, "collection": "c", "document_id": "d", "text": null}),
-        json!({"job_id": ID, "collection": "c", "document_id": "d", "text": "x", "metadata": [1]}),
-        json!({"job_id": ID, "collection": "c", "document_id": "d", "text": "x", "metadata": "m"}),
-        json!({"job_id": ID, "collection": "c", "document_id": "d", "text": "x", "op": "merge"}),
-        json!({"job_id": ID, "collection": "c", "document_id": "d", "text": "x", "op": null}),
-        json!({"job_id": ID, "collection": "c", "document_id": "d", "text": "x", "op": "DELETE"}),
-    ]
+fn accepted() -> Vec<(String, Value)> {
+    examples("accepted.json")
+}
+
+fn rejected() -> Vec<(String, Value)> {
+    examples("rejected.json")
 }
 
 #[test]
 fn schema_and_types_accept_the_same_bodies() {
     let schema = schema();
-    for body in accepted() {
-        assert!(schema.is_valid(&body), "schema rejects {body}");
+    for (name, body) in accepted() {
+        assert!(schema.is_valid(&body), "schema rejects {name}: {body}");
         let bytes = serde_json::to_vec(&body).expect("json");
         if let Err(rejected) = Job::decode(&bytes) {
-            panic!("types reject {body}: {}", rejected.error);
+            panic!("types reject {name}: {body}: {}", rejected.error);
         }
     }
 }
@@ -71,10 +44,10 @@ fn schema_and_types_accept_the_same_bodies() {
 #[test]
 fn schema_and_types_reject_the_same_bodies() {
     let schema = schema();
-    for body in rejected() {
-        assert!(!schema.is_valid(&body), "schema accepts {body}");
+    for (name, body) in rejected() {
+        assert!(!schema.is_valid(&body), "schema accepts {name}: {body}");
         let bytes = serde_json::to_vec(&body).expect("json");
-        assert!(Job::decode(&bytes).is_err(), "types accept {body}");
+        assert!(Job::decode(&bytes).is_err(), "types accept {name}: {body}");
     }
 }
 
