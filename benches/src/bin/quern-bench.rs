@@ -14,6 +14,7 @@ use clap::Parser;
 use quern_benches::sample_document_seeded;
 use quern_core::{Chunker, Job};
 use quern_producer::{Producer, ProducerConfig};
+use quern_store::VectorStorage;
 use quern_testkit::fake_embedder::{self, FakeEmbedderConfig};
 use quern_testkit::{TestDatabase, TestQueues};
 use serde_json::{json, Value};
@@ -53,6 +54,9 @@ struct Args {
     /// load, with maintenance off).
     #[arg(long, value_enum, default_value_t = VectorIndexMode::Segments)]
     vector_index: VectorIndexMode,
+    /// `--vector-storage` of the workers: `vector` or `halfvec`.
+    #[arg(long, default_value_t = VectorStorage::default())]
+    vector_storage: VectorStorage,
 
     #[arg(long)]
     segment_rows: Option<u64>,
@@ -150,13 +154,14 @@ fn setup(args: &Args, chunks: usize) -> Value {
     json!({
         "workers": args.workers, "documents": args.documents, "document_bytes": args.document_bytes, "chunks": chunks,
         "latency_ms": args.latency_ms, "concurrency": args.concurrency, "batch_size": args.batch_size,
-        "prefetch": args.prefetch, "vector_index": format!("{:?}", args.vector_index).to_lowercase(), "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "prefetch": args.prefetch, "vector_index": format!("{:?}", args.vector_index).to_lowercase(),
+        "vector_storage": args.vector_storage.type_name(), "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "embedder_max_concurrency": args.embedder_max_concurrency, "adaptive": !args.fixed_concurrency,
     })
 }
 
 async fn run_quern(args: &Args, jobs: &[Job], chunks: usize) -> anyhow::Result<Value> {
-    let db = TestDatabase::create(DIM).await;
+    let db = TestDatabase::create_with_storage(DIM, args.vector_storage).await;
     let queues = TestQueues::new("bench");
     let embedder = fake_embedder::spawn(FakeEmbedderConfig {
         dim: DIM,
@@ -182,6 +187,7 @@ async fn run_quern(args: &Args, jobs: &[Job], chunks: usize) -> anyhow::Result<V
             ])
             .args(["--prefetch", &args.prefetch.to_string(), "--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(["--worker-id", &format!("bench-{i}")])
+            .args(["--vector-storage", args.vector_storage.type_name()])
             .args(args.segment_rows.map(|rows| ["--segment-rows".to_owned(), rows.to_string()]).into_iter().flatten())
             .args(
                 (args.vector_index == VectorIndexMode::Live)
@@ -212,7 +218,10 @@ async fn run_quern(args: &Args, jobs: &[Job], chunks: usize) -> anyhow::Result<V
     let store = db.store();
     let client = db.client().await;
     if args.vector_index == VectorIndexMode::Live {
-        client.batch_execute("CREATE INDEX ON quern_chunks_segment_2 USING hnsw (embedding vector_cosine_ops)").await?;
+        let opclass = args.vector_storage.cosine_opclass();
+        client
+            .batch_execute(&format!("CREATE INDEX ON quern_chunks_segment_2 USING hnsw (embedding {opclass})"))
+            .await?;
     }
     let cpu_before: f64 = workers.iter().map(|w| cpu_seconds(w.child.id())).sum();
     let postgres_before = processes_cpu_seconds("postgres");

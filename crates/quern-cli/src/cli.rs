@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use quern_store::VectorStorage;
 use quern_worker::config::{BrokerArgs, DatabaseArgs, EmbeddingArgs};
 
 /// Enqueue documents for Quern workers, follow their jobs, and search what they stored.
@@ -22,6 +23,10 @@ pub enum Command {
         /// Dimension of the `vector(D)` column; must match the embedding model.
         #[arg(long, env = "QUERN_EMBEDDING_DIM", default_value_t = 384)]
         embedding_dim: u32,
+        /// How a new chunk table stores vectors: `vector` (4 bytes per dimension) or `halfvec` (2 bytes). An
+        /// existing table keeps its storage.
+        #[arg(long, env = "QUERN_VECTOR_STORAGE", default_value_t = VectorStorage::default())]
+        vector_storage: VectorStorage,
     },
     /// Enqueue documents: files, directories (walked recursively) or `-` for stdin.
     Enqueue(EnqueueArgs),

@@ -9,13 +9,13 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
-use pgvector::Vector;
+use pgvector::{HalfVector, Vector};
 use quern_core::{Job, JobOp};
 use serde_json::Value;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
-use crate::{Store, StoreError};
+use crate::{Store, StoreError, VectorStorage};
 
 /// One chunk ready to store.
 #[derive(Debug, Clone)]
@@ -71,7 +71,7 @@ impl Store {
             let client = self.client().await?;
             let rows = client
                 .query(
-                    "SELECT DISTINCT ON (c.content_sha256) c.content_sha256, c.embedding
+                    "SELECT DISTINCT ON (c.content_sha256) c.content_sha256, c.embedding::vector
                      FROM quern_chunks c
                      JOIN quern_documents d USING (collection, document_id)
                      WHERE c.collection = $1 AND c.document_id = $2 AND d.embedding_model = $3
@@ -342,15 +342,19 @@ async fn delete_rows_of(
 /// many small writes, where COPY's extra round trip counts) the two were within the runs' noise (3,900-4,300
 /// against 4,200-4,400 chunks/s). Postgres has no arrays to unpack, and the worker no statement of arrays to
 /// encode: the rows stream in small buffers, which took a worker at 64 requests in flight from 60 to 45 MB.
-/// The `vector` type has an OID of its own in every database, so it is read from a prepared (and cached)
-/// statement.
+/// The vector type (`vector` or `halfvec`, see [`crate::VectorStorage`]) has an OID of its own in every database,
+/// so it is read from the column through a prepared (and cached) statement.
 async fn insert_chunks(tx: &Transaction<'_>, applied: &[&DocumentCommit]) -> Result<(), StoreError> {
     let rows: usize = applied.iter().map(|c| c.rows()).sum();
     if rows == 0 {
         return Ok(());
     }
-    let probe = tx.prepare_cached("SELECT $1::vector").await.map_err(StoreError::db("look up the vector type"))?;
-    let vector = probe.params()[0].clone();
+    let probe = tx
+        .prepare_cached("SELECT embedding FROM quern_chunks LIMIT 0")
+        .await
+        .map_err(StoreError::db("look up the vector type"))?;
+    let vector = probe.columns()[0].type_().clone();
+    let half_precision = VectorStorage::from_type_name(vector.name()) == Some(VectorStorage::Halfvec);
     // Under the segment switch lock (shared, until commit): the segment read here cannot be sealed before the
     // rows are in it. See crate::segments.
     let segment: i64 =
@@ -369,13 +373,18 @@ async fn insert_chunks(tx: &Transaction<'_>, applied: &[&DocumentCommit]) -> Res
         if let DocumentChange::Replace { chunks, .. } = &commit.change {
             for (index, chunk) in chunks.iter().enumerate() {
                 let index = count_i32(index);
+                let half = half_precision.then(|| HalfVector::from_f32_slice(chunk.embedding.as_slice()));
+                let embedding: &(dyn ToSql + Sync) = match &half {
+                    Some(half) => half,
+                    None => &chunk.embedding,
+                };
                 let row: [&(dyn ToSql + Sync); 7] = [
                     &commit.collection,
                     &commit.document_id,
                     &index,
                     &chunk.content,
                     &chunk.content_sha256,
-                    &chunk.embedding,
+                    embedding,
                     &segment,
                 ];
                 writer.as_mut().write(&row).await.map_err(StoreError::db("copy chunk"))?;

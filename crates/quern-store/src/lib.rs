@@ -27,7 +27,7 @@ pub mod segments;
 pub use documents::{ChunkRow, DocumentChange, DocumentCommit, DocumentState, JobVersion, StoredDocument, WriteResult};
 pub use error::StoreError;
 pub use group_commit::{GroupCommitConfig, GroupCommitter};
-pub use index::{HnswParams, InvalidSetting};
+pub use index::{HnswParams, InvalidSetting, VectorStorage};
 pub use jobs::{JobRecord, JobStart, JobStatus};
 pub use maintenance::{Maintainer, MaintenanceStep, Sealer};
 pub use overview::{DeadReason, JobOverview};

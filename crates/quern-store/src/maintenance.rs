@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{ClientWrapper, Object};
 use tokio_postgres::error::SqlState;
 
+use crate::index::read_vector_storage;
 use crate::segments::{segment_index, segment_table, SegmentPolicy, MAINTENANCE_LEASE, SEGMENT_SWITCH_LOCK};
 use crate::{Store, StoreError};
 
@@ -433,9 +434,10 @@ impl Maintainer {
             let hnsw = self.policy.hnsw;
             // The parameters are validated integers, so formatting them in is safe.
             hnsw.validate().map_err(|error| StoreError::Config(error.to_string()))?;
+            let opclass = read_vector_storage(client).await?.cosine_opclass();
             client
                 .batch_execute(&format!(
-                    "CREATE INDEX CONCURRENTLY {index} ON {table} USING hnsw (embedding vector_cosine_ops) \
+                    "CREATE INDEX CONCURRENTLY {index} ON {table} USING hnsw (embedding {opclass}) \
                      WITH (m = {m}, ef_construction = {ef})",
                     table = segment_table(segment),
                     m = hnsw.m,
@@ -545,6 +547,7 @@ impl Maintainer {
         let sources = id_list(&from);
         let hnsw = self.policy.hnsw;
         hnsw.validate().map_err(|error| StoreError::Config(error.to_string()))?;
+        let opclass = read_vector_storage(client).await?.cosine_opclass();
         tracing::info!(?from, into, "merging segments");
         // Indexes after the copy: one bulk build each instead of upkeep row by row.
         client
@@ -555,7 +558,7 @@ impl Maintainer {
                      FROM quern_chunks WHERE segment IN ({sources});
                  ALTER TABLE {table} ADD CONSTRAINT {table}_bound CHECK (segment = {into});
                  CREATE INDEX {table}_document_content ON {table} (collection, document_id, content_sha256);
-                 CREATE INDEX {index} ON {table} USING hnsw (embedding vector_cosine_ops)
+                 CREATE INDEX {index} ON {table} USING hnsw (embedding {opclass})
                      WITH (m = {m}, ef_construction = {ef});",
                 index = segment_index(into),
                 m = hnsw.m,

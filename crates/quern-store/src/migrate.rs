@@ -3,7 +3,7 @@
 use quern_core::digest::content_sha256 as checksum;
 use tokio_postgres::Transaction;
 
-use crate::{Store, StoreError};
+use crate::{Store, StoreError, VectorStorage};
 
 /// One SQL file of `migrations/`.
 #[derive(Debug, Clone, Copy)]
@@ -12,7 +12,8 @@ pub struct Migration {
     pub version: i32,
     /// Short name, the rest of the file name.
     pub name: &'static str,
-    /// The SQL, with `{{dimension}}` standing for the embedding dimension.
+    /// The SQL, with `{{dimension}}` standing for the embedding dimension and `{{vector_storage}}` for the
+    /// storage chosen for new tables.
     pub sql: &'static str,
 }
 
@@ -30,6 +31,7 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../migrations/0003_job_queue_prefix.sql"),
     },
     Migration { version: 4, name: "chunk_segments", sql: include_str!("../../../migrations/0004_chunk_segments.sql") },
+    Migration { version: 5, name: "vector_storage", sql: include_str!("../../../migrations/0005_vector_storage.sql") },
 ];
 
 /// Serialises migrators (any value unlikely to collide with an application's own advisory locks).
@@ -45,9 +47,20 @@ pub struct MigrationReport {
 }
 
 impl Store {
-    /// Applies every pending migration with `dimension` as the vector size, then checks the existing column
-    /// has that dimension. Idempotent; concurrent callers wait for each other.
+    /// Applies every pending migration with `dimension` as the vector size and `vector` storage for new tables,
+    /// then checks the existing column has that dimension. Idempotent; concurrent callers wait for each other.
     pub async fn migrate(&self, dimension: usize) -> Result<MigrationReport, StoreError> {
+        self.migrate_with_storage(dimension, VectorStorage::Vector).await
+    }
+
+    /// [`Store::migrate`], creating the chunk table with `storage` if it does not hold chunks yet. A database
+    /// whose table already exists keeps its storage ([`Store::vector_storage`] tells which), and a warning says
+    /// so when it differs.
+    pub async fn migrate_with_storage(
+        &self,
+        dimension: usize,
+        storage: VectorStorage,
+    ) -> Result<MigrationReport, StoreError> {
         let report = self
             .timed("migrate", async {
                 let mut client = self.client().await?;
@@ -90,7 +103,10 @@ impl Store {
                             report.already_applied.push(migration.version);
                         }
                         None => {
-                            let sql = migration.sql.replace("{{dimension}}", &dimension.to_string());
+                            let sql = migration
+                                .sql
+                                .replace("{{dimension}}", &dimension.to_string())
+                                .replace("{{vector_storage}}", storage.type_name());
                             tx.batch_execute(&sql).await.map_err(StoreError::db("apply migration"))?;
                             tx.execute(
                                 "INSERT INTO quern_schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
@@ -108,7 +124,25 @@ impl Store {
             })
             .await?;
         self.check_dimension(dimension).await?;
+        let existing = self.vector_storage().await?;
+        if existing != storage {
+            tracing::warn!(
+                configured = %storage,
+                existing = %existing,
+                "quern_chunks already stores its vectors as {existing}: the storage is chosen when the table is \
+                 created, and this database keeps {existing} (docs/segments.md says how to convert it)"
+            );
+        }
         Ok(report)
+    }
+
+    /// How `quern_chunks.embedding` stores its vectors, read from the catalog.
+    pub async fn vector_storage(&self) -> Result<VectorStorage, StoreError> {
+        self.timed("read vector storage", async {
+            let client = self.client().await?;
+            crate::index::read_vector_storage(&client).await
+        })
+        .await
     }
 
     /// Fails with [`StoreError::SchemaBehind`] when a migration of this build has not been applied. Migrations

@@ -71,9 +71,11 @@ impl Store {
             .map_err(StoreError::db("configure search"))?;
             let rows = tx
                 .query(
-                    "SELECT document_id, chunk_index, content, 1 - (embedding <=> $2) AS score
+                    // `$2::vector`: with half-precision storage the column is `halfvec`, and the query vector
+                    // is cast to it (an implicit cast), so the segments' indexes still order the scan.
+                    "SELECT document_id, chunk_index, content, 1 - (embedding <=> $2::vector) AS score
                      FROM quern_chunks WHERE collection = $1
-                     ORDER BY embedding <=> $2 LIMIT $3",
+                     ORDER BY embedding <=> $2::vector LIMIT $3",
                     &[&collection, &query, &limit],
                 )
                 .await

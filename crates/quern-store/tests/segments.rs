@@ -1,7 +1,7 @@
 //! Chunk segments against a real Postgres with pgvector: writes land in the hot segment and are found at once; the
 //! life cycle (seal, bulk build, tiered merge) keeps every chunk searchable and queries on the indexes; deletes made
 //! during a merge stay deleted; a maintainer killed mid-build is replaced; the lease admits one maintainer; and
-//! migration 4 converts a filled single table in place.
+//! migration 4 converts a filled single table in place; half-precision storage goes through the same life cycle.
 
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use quern_store::migrate::MIGRATIONS;
 use quern_store::segments::MAINTENANCE_LEASE;
 use quern_store::{
     ChunkRow, DocumentChange, DocumentCommit, DocumentState, HnswParams, JobVersion, Maintainer, MaintenanceStep,
-    SegmentPolicy, SegmentState, Store,
+    SegmentPolicy, SegmentState, Store, VectorStorage,
 };
 use quern_testkit::{TestDatabase, TEST_DIM};
 
@@ -285,8 +285,10 @@ async fn migration_4_converts_a_filled_single_table_in_place() {
     }
     db.insert_random_chunks(2000, TEST_DIM).await;
     let store = db.store();
-    let report = store.migrate(TEST_DIM).await.expect("migrate");
-    assert_eq!(report.applied, vec![4]);
+    // Half precision asked for: a filled table keeps its storage (converting it is a rewrite no upgrade should do).
+    let report = store.migrate_with_storage(TEST_DIM, VectorStorage::Halfvec).await.expect("migrate");
+    assert_eq!(report.applied, vec![4, 5]);
+    assert_eq!(store.vector_storage().await.unwrap(), VectorStorage::Vector);
 
     // The old table is segment 1, its rows and its HNSW index kept; new writes go to segment 2.
     assert_eq!(layout(&store).await, vec![(1, SegmentState::Indexed, 2000), (2, SegmentState::Hot, 0)]);
@@ -362,5 +364,63 @@ async fn a_quiet_hot_segment_is_sealed_early_once_it_holds_a_tenth_of_a_full_one
     tokio::time::sleep(quiet).await;
     let sealed = sealer.seal_if_due().await.unwrap();
     assert!(matches!(sealed, Some(MaintenanceStep::Sealed { segment: 2, rows: 10, next: 3 })), "{sealed:?}");
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn half_precision_storage_goes_through_the_whole_life_cycle() {
+    let db = TestDatabase::create_with_storage(TEST_DIM, VectorStorage::Halfvec).await;
+    let store = db.store();
+    let client = db.client().await;
+    assert_eq!(store.vector_storage().await.unwrap(), VectorStorage::Halfvec);
+    let mut maintainer = Maintainer::new(store.clone(), policy(40));
+
+    // Written and found in the hot segment at once (exact scan of half-precision vectors).
+    write_documents(&store, 0, 40).await;
+    let hits = store.search("docs", axis_vector(5), 1).await.unwrap();
+    assert_eq!(hits[0].document_id, "doc-5");
+    let steps = maintainer.run_until_idle().await.unwrap();
+    assert!(steps.iter().any(|step| matches!(step, MaintenanceStep::Built { .. })), "{steps:?}");
+    write_documents(&store, 40, 40).await;
+    let steps = maintainer.run_until_idle().await.unwrap();
+    assert!(steps.iter().any(|step| matches!(step, MaintenanceStep::Merged { rows: 80, .. })), "{steps:?}");
+
+    // The indexes use the half-precision operator class, and each row takes half the bytes.
+    let status = store.segments_status().await.unwrap();
+    assert_eq!(status.storage, VectorStorage::Halfvec);
+    let indexed: Vec<_> = status.segments.iter().filter(|s| s.state == SegmentState::Indexed).collect();
+    assert_eq!(indexed.len(), 1, "{:?}", status.segments);
+    let index = indexed[0].index.as_ref().expect("the merged segment's index");
+    assert!(index.valid && index.definition.contains("halfvec_cosine_ops"), "{index:?}");
+    let bytes: i32 =
+        client.query_one("SELECT max(pg_column_size(embedding)) FROM quern_chunks", &[]).await.unwrap().get(0);
+    assert_eq!(bytes as usize, 8 + 2 * TEST_DIM, "2 bytes per dimension and an 8-byte header");
+
+    // Every document is its own nearest through the index; the hot segment is searched beside it.
+    write_documents(&store, 80, 3).await;
+    for i in [3, 41, 79, 81] {
+        let hits = store.search("docs", axis_vector(i), 3).await.expect("search");
+        assert_eq!(hits[0].document_id, format!("doc-{i}"), "{hits:?}");
+    }
+    // An application's plain query with a `vector` parameter reads the segment through its half-precision index.
+    client.batch_execute("ANALYZE quern_chunks; SET enable_seqscan = off").await.unwrap();
+    let plan: Vec<String> = client
+        .query(
+            "EXPLAIN SELECT document_id FROM quern_chunks ORDER BY embedding <=> $1::vector LIMIT 5",
+            &[&axis_vector(7)],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(plan.join("\n").contains(&format!("Index Scan using {}", index.name)), "{plan:?}");
+    // Unchanged chunks are reused at half precision: the stored vector comes back within f16's rounding.
+    let sha = quern_core::digest::content_sha256("chunk of doc-3");
+    let reused = store.reusable_vectors("docs", "doc-3", "test-model", &[sha.as_str()]).await.unwrap();
+    let stored = reused.get(&sha).expect("the stored vector");
+    for (read, written) in stored.as_slice().iter().zip(axis_vector(3).as_slice()) {
+        assert!((read - written).abs() < 1e-3, "{read} against {written}");
+    }
     db.drop_database().await;
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use quern_core::Topology;
 use quern_queue::lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
 use quern_queue::lapin::types::FieldTable;
-use quern_store::{Store, StoreConfig};
+use quern_store::{Store, StoreConfig, VectorStorage};
 use tokio_postgres::NoTls;
 
 pub use quern_fake_embedder as fake_embedder;
@@ -73,8 +73,13 @@ impl TestDatabase {
 
     /// Creates a database and applies Quern's migrations with dimension `dimension`.
     pub async fn create(dimension: usize) -> TestDatabase {
+        TestDatabase::create_with_storage(dimension, VectorStorage::Vector).await
+    }
+
+    /// [`TestDatabase::create`] with the vectors stored as `storage`.
+    pub async fn create_with_storage(dimension: usize, storage: VectorStorage) -> TestDatabase {
         let db = TestDatabase::create_empty().await;
-        db.store().migrate(dimension).await.expect("migrate test database");
+        db.store().migrate_with_storage(dimension, storage).await.expect("migrate test database");
         db
     }
 

@@ -6,7 +6,7 @@ use clap::{Args, Parser, ValueEnum};
 use quern_core::chunk::{DEFAULT_MAX_CHARS, DEFAULT_OVERLAP_CHARS};
 use quern_core::{Limits, RetryPolicy, Topology};
 use quern_embed::{EmbeddingClientConfig, PoolConfig, VectorEncoding};
-use quern_store::{GroupCommitConfig, HnswParams, InvalidSetting, SegmentPolicy, StoreConfig};
+use quern_store::{GroupCommitConfig, HnswParams, InvalidSetting, SegmentPolicy, StoreConfig, VectorStorage};
 use secrecy::{ExposeSecret, SecretString};
 
 fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
@@ -88,6 +88,10 @@ pub struct SegmentArgs {
     /// HNSW candidates kept while linking (4..=1000, at least 2 × --hnsw-m).
     #[arg(long, env = "QUERN_HNSW_EF_CONSTRUCTION", default_value_t = HnswParams::default().ef_construction)]
     pub hnsw_ef_construction: u32,
+    /// How new databases store vectors: `vector` (4 bytes per dimension) or `halfvec` (2 bytes: half the table
+    /// and index). Applied by --migrate when it creates the chunk table; an existing table keeps its storage.
+    #[arg(long, env = "QUERN_VECTOR_STORAGE", default_value_t = VectorStorage::default())]
+    pub vector_storage: VectorStorage,
     /// Memory of index builds and merges (e.g. 512MB). By default each build gets what its graph needs, up to 1GB.
     #[arg(long, env = "QUERN_MAINTENANCE_WORK_MEM", value_name = "SIZE",
           value_parser = clap::builder::NonEmptyStringValueParser::new())]

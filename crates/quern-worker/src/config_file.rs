@@ -538,4 +538,21 @@ mod tests {
         assert!(memory.starts_with("--maintenance-work-mem must be a size"), "{memory}");
         assert!(segment_policy(&["--segment-merge-factor", "1"]).unwrap_err().contains("--segment-merge-factor"));
     }
+
+    #[test]
+    fn vector_storage_is_vector_unless_halfvec_is_asked_for() {
+        let storage = |flags: &[&str]| {
+            without_env(|| {
+                <crate::WorkerConfig as clap::Parser>::try_parse_from(
+                    std::iter::once("quern-worker").chain(flags.iter().copied()),
+                )
+                .map(|config| config.segments.vector_storage)
+                .map_err(|error| error.to_string())
+            })
+        };
+        assert_eq!(storage(&[]), Ok(quern_store::VectorStorage::Vector));
+        assert_eq!(storage(&["--vector-storage", "halfvec"]), Ok(quern_store::VectorStorage::Halfvec));
+        let error = storage(&["--vector-storage", "float16"]).unwrap_err();
+        assert!(error.contains("--vector-storage") && error.contains("expected `vector` or `halfvec`"), "{error}");
+    }
 }

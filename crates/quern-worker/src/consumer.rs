@@ -69,7 +69,10 @@ pub async fn build_pipeline(config: &WorkerConfig) -> anyhow::Result<Pipeline> {
 async fn prepare_database(store: &Store, config: &WorkerConfig) -> Result<(), (&'static str, StoreError)> {
     let dimension = config.embedding.embedding_dim as usize;
     if config.migrate {
-        store.migrate(dimension).await.map_err(|e| ("applying database migrations", e))?;
+        store
+            .migrate_with_storage(dimension, config.segments.vector_storage)
+            .await
+            .map_err(|e| ("applying database migrations", e))?;
     } else {
         store.ping().await.map_err(|e| ("connecting to the database", e))?;
         store.check_schema().await.map_err(|e| ("checking the database's migrations", e))?;

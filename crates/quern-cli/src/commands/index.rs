@@ -148,6 +148,7 @@ fn status_json(status: &SegmentsStatus) -> serde_json::Value {
         "builds": builds,
         "maintainer_pid": status.maintainer_pid,
         "chunk_rows": status.chunk_rows,
+        "storage": status.storage.type_name(),
     })
 }
 
@@ -188,7 +189,7 @@ fn print_status(status: &SegmentsStatus) -> anyhow::Result<()> {
         Some(pid) => outln!("maintenance lease: held by backend pid {pid}")?,
         None => outln!("no worker holds the maintenance lease: nothing seals, indexes or merges segments")?,
     }
-    outln!("chunks: {}", status.chunk_rows)
+    outln!("chunks: {} (stored as {})", status.chunk_rows, status.storage)
 }
 
 /// One line of the status table: segment, state, rows, size, since, index.

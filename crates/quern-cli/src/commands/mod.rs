@@ -15,7 +15,9 @@ use crate::cli::{Cli, Command};
 /// Runs the chosen subcommand; the exit code says how it went.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Migrate { database, embedding_dim } => migrate::run(&database, embedding_dim as usize).await,
+        Command::Migrate { database, embedding_dim, vector_storage } => {
+            migrate::run(&database, embedding_dim as usize, vector_storage).await
+        }
         Command::Enqueue(args) => enqueue::run(args).await,
         Command::Delete { broker, collection, document_ids } => delete::run(&broker, &collection, &document_ids).await,
         Command::Status { broker, database, job_id, json, window, retry_tiers } => {
