@@ -2,7 +2,7 @@
 # Search quality and speed of Quern's segmented chunk table against a single HNSW index, one command:
 #
 #   bash scripts/search-bench.sh [--rows N] [--dim D] [--queries Q] [--segment-rows R] [--merge-factor F]
-#                                [--no-baseline]
+#                                [--no-baseline | --no-segments] [--ef-search 0,10,40] [--vector-storage halfvec]
 #
 # Starts the services, builds the release binary, then runs benches/src/bin/quern-search-bench.rs: N generated
 # vectors (in clusters) written through Quern's writer path into two databases, one maintained in segments during

@@ -44,6 +44,9 @@ struct Args {
     /// Skip the baseline (single index) layout.
     #[arg(long)]
     no_baseline: bool,
+    /// Skip the segmented layout (measure the single index alone, e.g. at more `--ef-search` values).
+    #[arg(long, conflicts_with = "no_baseline")]
+    no_segments: bool,
     /// `hnsw.ef_search` values to measure, comma-separated; 0 is Quern's default (`quern search` without
     /// `--ef-search`: 40 for k = 10 shared out among the indexed segments, at least k each).
     #[arg(long, value_delimiter = ',', default_value = "0,10,20,40")]
@@ -300,8 +303,11 @@ async fn main() -> anyhow::Result<()> {
 
     let policy =
         SegmentPolicy { seal_rows: args.segment_rows, merge_factor: args.merge_factor, ..SegmentPolicy::default() };
-    let segmented =
-        run_layout("segments", &data, &queries, &exact, args.dim, Some(policy), &args).await.context("segments")?;
+    let segmented = if args.no_segments {
+        None
+    } else {
+        Some(run_layout("segments", &data, &queries, &exact, args.dim, Some(policy), &args).await.context("segments")?)
+    };
     let baseline = if args.no_baseline {
         None
     } else {
@@ -325,14 +331,14 @@ async fn main() -> anyhow::Result<()> {
         "{:<12} {:>9} {:>10} {:>9} {:>9} {:>9}",
         "layout", "ef_search", "recall@10", "p50 ms", "p95 ms", "segments"
     );
-    for (name, m) in [("segments", Some(&segmented)), ("one index", baseline.as_ref())] {
+    for (name, m) in [("segments", segmented.as_ref()), ("one index", baseline.as_ref())] {
         for (ef, recall, p50, p95) in m.map(|m| m.by_ef.clone()).unwrap_or_default() {
             let segments = m.map_or(0, |m| m.segments);
             let ef = if ef == 0 { "default".to_owned() } else { ef.to_string() };
             println!("{name:<12} {ef:>9} {recall:>10.3} {p50:>9.2} {p95:>9.2} {segments:>9}");
         }
     }
-    for (name, m) in [("segments", Some(&segmented)), ("one index", baseline.as_ref())] {
+    for (name, m) in [("segments", segmented.as_ref()), ("one index", baseline.as_ref())] {
         if let Some(m) = m {
             println!(
                 "{name}: table {:.1} MB, HNSW indexes {:.1} MB, load {:.1} s, final build {:.1} s",
@@ -346,7 +352,7 @@ async fn main() -> anyhow::Result<()> {
     let summary = json!({
         "rows": args.rows, "dim": args.dim, "queries": args.queries, "segment_rows": args.segment_rows,
         "merge_factor": args.merge_factor,
-        "vector_storage": args.vector_storage.type_name(), "segments": report(&segmented), "one_index": baseline.as_ref().map(report),
+        "vector_storage": args.vector_storage.type_name(), "segments": segmented.as_ref().map(report), "one_index": baseline.as_ref().map(report),
     });
     println!("{summary}");
     Ok(())
