@@ -51,6 +51,44 @@ quern_python_with_pip() {
 }
 
 # True when something accepts a TCP connection on host:port.
+# quern_python_suite_prelude: what a Python suite run after the Rust tests needs: the services' URLs (defaults:
+# scripts/services.sh's), the worker and fake embedder built (target/debug or QUERN_BIN_DIR), and a Python 3.9+
+# (QUERN_PYTHON, default python3), whose name it sets in $python.
+quern_python_suite_prelude() {
+    export QUERN_TEST_AMQP_URL="${QUERN_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+    export QUERN_TEST_DATABASE_URL="${QUERN_TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5433/postgres}"
+    local bin_dir="${QUERN_BIN_DIR:-$QUERN_ROOT/target/debug}" binary
+    for binary in quern-worker quern-fake-embedder; do
+        [[ -x $bin_dir/$binary ]] ||
+            quern_die "$bin_dir/$binary is missing: build it first (cargo test ${QUERN_CARGO_TEST_FLAGS[*]} --no-run)"
+    done
+    python="${QUERN_PYTHON:-python3}"
+    quern_have "$python" || quern_die "$python not found: install Python 3.9 or later (or set QUERN_PYTHON)"
+    "$python" -c 'import sys; sys.exit(sys.version_info < (3, 9))' ||
+        quern_die "$python is Python $("$python" --version 2>&1); Quern's Python suites need 3.9 or later"
+}
+
+# quern_make_venv DIR PYTHON: a virtual environment with pip in DIR (kept if it works), made with PYTHON --
+# installing python3-venv with apt-get on a Debian or Ubuntu without it (they ship venv's pip bootstrap apart).
+quern_make_venv() {
+    local venv=$1 python=$2 version
+    "$venv/bin/python" -m pip --version >/dev/null 2>&1 && return 0
+    version="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    rm -rf "$venv"
+    mkdir -p "$(dirname "$venv")"
+    if ! "$python" -m venv "$venv" >/dev/null 2>&1; then
+        rm -rf "$venv"
+        quern_have apt-get || quern_die "$python -m venv failed, and there is no apt-get to install python3-venv"
+        quern_log "$python -m venv failed: installing python3-venv with apt-get"
+        quern_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || true
+        quern_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv "python$version-venv" >&2 ||
+            quern_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >&2 ||
+            quern_die "could not install python3-venv"
+        "$python" -m venv "$venv" || quern_die "$python -m venv $venv failed"
+    fi
+    quern_log "created $venv ($("$venv/bin/python" --version))"
+}
+
 quern_tcp_open() {
     # shellcheck disable=SC2016  # $0 and $1 expand in the inner bash
     timeout 3 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$1" "$2" 2>/dev/null

@@ -18,39 +18,12 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$QUERN_ROOT"
 
-export QUERN_TEST_AMQP_URL="${QUERN_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
-export QUERN_TEST_DATABASE_URL="${QUERN_TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5433/postgres}"
-
-bin_dir="${QUERN_BIN_DIR:-$QUERN_ROOT/target/debug}"
-for binary in quern-worker quern-fake-embedder; do
-    [[ -x $bin_dir/$binary ]] ||
-        quern_die "$bin_dir/$binary is missing: build it first (cargo test ${QUERN_CARGO_TEST_FLAGS[*]} --no-run)"
-done
-
-python="${QUERN_PYTHON:-python3}"
-quern_have "$python" || quern_die "$python not found: install Python 3.9 or later (or set QUERN_PYTHON)"
+quern_python_suite_prelude
 version="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-"$python" -c 'import sys; sys.exit(sys.version_info < (3, 9))' ||
-    quern_die "$python is Python $version; the producer needs 3.9 or later"
 
 # One environment per Python version, so QUERN_PYTHON=python3.9 and the default never share one.
 venv=".quern/venv-python$version"
-if ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
-    rm -rf "$venv"
-    mkdir -p .quern
-    if ! "$python" -m venv "$venv" >/dev/null 2>&1; then
-        # Debian and Ubuntu ship venv's pip bootstrap (ensurepip) in a package of their own.
-        rm -rf "$venv"
-        quern_have apt-get || quern_die "$python -m venv failed, and there is no apt-get to install python3-venv"
-        quern_log "$python -m venv failed: installing python3-venv with apt-get"
-        quern_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || true
-        quern_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv "python$version-venv" >&2 ||
-            quern_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >&2 ||
-            quern_die "could not install python3-venv"
-        "$python" -m venv "$venv" || quern_die "$python -m venv $venv failed"
-    fi
-    quern_log "created $venv ($("$venv/bin/python" --version))"
-fi
+quern_make_venv "$venv" "$python"
 
 # A plain (not editable) install, as a user's `pip install ./producers/python` would do; pip rebuilds a local
 # directory every time, so the tests always run the current sources.

@@ -10,7 +10,8 @@
 # 3. compiles the workspace ONCE (one profile, one feature set: `otlp` on) and runs every test target, then the
 #    doctests, which reuse the same build;
 # 4. runs the Python producer's tests (pytest, in a virtual environment it makes) and the TypeScript producer's
-#    (`npm ci`, then `node --test`), both against a real quern-worker;
+#    (`npm ci`, then `node --test`), both against a real quern-worker, and the Celery suite (a real Celery app's
+#    tasks taken over by the worker, in a virtual environment of its own);
 # 5. runs scripts/pg-cpu-check.sh: the installed PostgreSQL + pgvector under emulated older CPUs (skipped when the
 #    services were given from outside, or with QUERN_SKIP_CPU_CHECK=1).
 set -euo pipefail
@@ -37,6 +38,7 @@ quern_log "ran the tests in $((SECONDS - started))s"
 # The Python and TypeScript producers, against the same services and the worker just built (target/debug).
 bash scripts/test-python.sh
 bash scripts/test-typescript.sh
+bash scripts/test-celery.sh
 
 if [[ ${QUERN_SERVICES_GIVEN:-} == 1 || ${QUERN_SKIP_CPU_CHECK:-} == 1 ]]; then
     quern_log "skipping scripts/pg-cpu-check.sh (services given from outside, or QUERN_SKIP_CPU_CHECK=1)"

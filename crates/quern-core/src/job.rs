@@ -190,6 +190,12 @@ impl Job {
         Ok(job)
     }
 
+    /// Decodes and validates a job already parsed as JSON (a job built from another message format, such as a
+    /// Celery task's arguments), with the same rules and reasons as [`Job::decode`].
+    pub fn from_json(value: Value) -> Result<Job, ContractError> {
+        serde_path_to_error::deserialize(value).map_err(|e| describe_json_error(&e))
+    }
+
     /// Checks the rules of the contract that the Rust types alone do not enforce.
     pub fn validate(&self) -> Result<(), ContractError> {
         check_length("collection", &self.collection, COLLECTION_MAX_CHARS)?;

@@ -2,6 +2,7 @@
 //!
 //! - [`job`]: the v1 job contract (types, decoding with reasons that name the field, validation);
 //! - [`chunk`]: splitting a document into overlapping chunks by characters;
+//! - [`cutover`]: which documents a producer sends to Quern at a cut-over percentage (the same in every producer);
 //! - [`topology`]: the exchange, queue and routing-key names every component derives from one prefix;
 //! - [`outcome`]: a message's fate and the error classes that decide it;
 //! - [`retry`]: the job-level retry policy (attempts, delay tiers) as a value;
@@ -14,6 +15,7 @@
 
 pub mod backoff;
 pub mod chunk;
+pub mod cutover;
 pub mod digest;
 pub mod error_text;
 pub mod job;

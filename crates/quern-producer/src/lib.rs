@@ -31,5 +31,6 @@
 mod producer;
 
 pub use producer::{Producer, ProducerConfig, ProducerError};
+pub use quern_core::cutover::{cutover_bucket, goes_to_quern};
 pub use quern_core::{ContractError, Job, JobOp, Topology, TraceParent};
 pub use uuid::Uuid;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 use quern_core::Topology;
 
 use crate::QueueError;
@@ -145,6 +145,48 @@ pub async fn declare_retry_queues(
             .await
             .map_err(QueueError::broker(format!("queue.declare {queue}")))?;
     }
+    Ok(())
+}
+
+/// Makes sure the Celery queue `queue` exists. One that exists is used as it is: Celery, or its operators, chose
+/// its arguments, and a declare with others would be refused. A missing one is declared as Celery (kombu)
+/// declares a routed queue: a durable classic queue bound to the durable direct exchange `exchange` with
+/// `routing_key`; so whichever of Celery and Quern comes first, the other finds what it would have declared.
+pub async fn declare_celery_queue(
+    connection: &Connection,
+    queue: &str,
+    exchange: &str,
+    routing_key: &str,
+) -> Result<(), QueueError> {
+    let depth = crate::depth::queue_depths(connection, &[queue.to_owned()]).await?;
+    if depth.first().is_some_and(|d| d.exists()) {
+        return Ok(());
+    }
+    let channel =
+        connection.create_channel().await.map_err(QueueError::broker("channel.open (Celery queue declare)"))?;
+    let durable_exchange = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+    let durable_queue = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+    channel
+        .queue_declare(queue.into(), durable_queue, FieldTable::default())
+        .await
+        .map_err(QueueError::broker(format!("queue.declare {queue} (Celery's queue)")))?;
+    if !exchange.is_empty() {
+        channel
+            .exchange_declare(exchange.into(), ExchangeKind::Direct, durable_exchange, FieldTable::default())
+            .await
+            .map_err(QueueError::broker(format!("exchange.declare {exchange} (Celery's exchange)")))?;
+        channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                routing_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(QueueError::broker(format!("queue.bind {queue} to {exchange}")))?;
+    }
+    let _ = channel.close(200, "declared".into()).await;
     Ok(())
 }
 

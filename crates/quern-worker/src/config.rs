@@ -9,6 +9,8 @@ use quern_embed::{EmbeddingClientConfig, PoolConfig, VectorEncoding};
 use quern_store::{GroupCommitConfig, HnswParams, InvalidSetting, SegmentPolicy, StoreConfig, VectorStorage};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::celery::{CeleryTasks, TaskMapping};
+
 fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(value.to_owned()))
 }
@@ -121,6 +123,69 @@ impl SegmentArgs {
     }
 }
 
+/// Taking over an existing Celery ingestion task: its messages are consumed from its queue and run as jobs.
+#[derive(Debug, Clone, Args)]
+pub struct CeleryArgs {
+    /// Also consume Celery task messages (protocol 2 or 1, JSON serializer) from this queue. Declared as Celery
+    /// declares it (durable, bound to the direct exchange --celery-exchange with --celery-routing-key) when it
+    /// does not exist yet; an existing queue is used as it is.
+    #[arg(long, env = "QUERN_CELERY_QUEUE", value_name = "QUEUE")]
+    pub celery_queue: Option<String>,
+    /// A Celery task taken as a job, repeatable: `TASK=FIELD,...` names the job field (collection,
+    /// document_id, text, metadata, op) of each positional argument, in order; `TASK=job` takes a first
+    /// argument that is an object with the job contract's fields. Keyword arguments map by name. Messages of
+    /// other tasks, or whose arguments do not map, go to the dead-letter queue with the reason.
+    #[arg(long = "celery-task", env = "QUERN_CELERY_TASK", value_name = "TASK=FIELDS", value_delimiter = ';')]
+    pub celery_tasks: Vec<TaskMapping>,
+    /// The collection of Celery tasks whose arguments give none.
+    #[arg(long, env = "QUERN_CELERY_COLLECTION", value_name = "COLLECTION")]
+    pub celery_collection: Option<String>,
+    /// The exchange Celery publishes the queue's tasks to (default: the queue's name, Celery's default for a
+    /// routed queue).
+    #[arg(long, env = "QUERN_CELERY_EXCHANGE", value_name = "EXCHANGE")]
+    pub celery_exchange: Option<String>,
+    /// The routing key of those tasks (default: the queue's name).
+    #[arg(long, env = "QUERN_CELERY_ROUTING_KEY", value_name = "KEY")]
+    pub celery_routing_key: Option<String>,
+}
+
+/// Where Celery's task messages come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CeleryIntake {
+    /// The queue consumed.
+    pub queue: String,
+    /// The exchange Celery publishes to.
+    pub exchange: String,
+    /// The routing key it publishes with.
+    pub routing_key: String,
+}
+
+impl CeleryArgs {
+    /// The tasks taken, or what is wrong with the flags (named).
+    pub fn tasks(&self) -> Result<CeleryTasks, String> {
+        let tasks = CeleryTasks::new(self.celery_tasks.clone(), self.celery_collection.clone())?;
+        match (&self.celery_queue, tasks.is_empty()) {
+            (Some(queue), true) => {
+                Err(format!("--celery-queue {queue} needs at least one --celery-task naming the task to take"))
+            }
+            (None, false) if self.celery_exchange.is_some() || self.celery_routing_key.is_some() => {
+                Err("--celery-exchange and --celery-routing-key need --celery-queue".into())
+            }
+            _ => Ok(tasks),
+        }
+    }
+
+    /// The Celery queue to consume, if any.
+    pub fn intake(&self) -> Option<CeleryIntake> {
+        let queue = self.celery_queue.clone().filter(|q| !q.trim().is_empty())?;
+        Some(CeleryIntake {
+            exchange: self.celery_exchange.clone().unwrap_or_else(|| queue.clone()),
+            routing_key: self.celery_routing_key.clone().unwrap_or_else(|| queue.clone()),
+            queue,
+        })
+    }
+}
+
 /// Which embedding API to call.
 #[derive(Debug, Clone, Args)]
 pub struct EmbeddingArgs {
@@ -203,6 +268,8 @@ pub struct WorkerConfig {
     pub embedding: EmbeddingArgs,
     #[command(flatten)]
     pub segments: SegmentArgs,
+    #[command(flatten)]
+    pub celery: CeleryArgs,
     /// Embedding requests in flight at once, shared by every job of this process (the most, with
     /// --embedding-adaptive-concurrency, the default).
     #[arg(long, env = "QUERN_EMBEDDING_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]

@@ -107,11 +107,12 @@ fn inject_file(
                 continue;
             }
             toml::Value::Boolean(b) => b.to_string(),
+            // Joined with the setting's own delimiter: `celery_task` values hold commas, so its list uses `;`.
             toml::Value::Array(items) => items
                 .iter()
                 .map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))
                 .collect::<Vec<_>>()
-                .join(","),
+                .join(&arg.get_value_delimiter().unwrap_or(',').to_string()),
             other => {
                 return Err(fail(format!(
                     "setting `{key}` in config file {}: unsupported value {other}",
@@ -554,5 +555,37 @@ mod tests {
         assert_eq!(storage(&["--vector-storage", "halfvec"]), Ok(quern_store::VectorStorage::Halfvec));
         let error = storage(&["--vector-storage", "float16"]).unwrap_err();
         assert!(error.contains("--vector-storage") && error.contains("expected `vector` or `halfvec`"), "{error}");
+    }
+
+    #[test]
+    fn celery_tasks_come_from_repeated_flags_the_environment_or_the_file_and_print_back() {
+        let mapping = "app.tasks.ingest_document=document_id,text,collection";
+        let tasks = |list: &[&str]| {
+            load(args(list)).map(|loaded| {
+                let names: Vec<String> = loaded.config.celery.celery_tasks.iter().map(ToString::to_string).collect();
+                (names, loaded.config.celery.intake(), loaded.config.celery.tasks(), loaded.render())
+            })
+        };
+        let (names, intake, valid, rendered) = without_env(|| {
+            tasks(&["--celery-queue", "ingest", "--celery-task", mapping, "--celery-task", "bulk=job"]).unwrap()
+        });
+        assert_eq!(names, [mapping, "bulk=job"]);
+        let intake = intake.expect("a Celery queue");
+        assert_eq!((intake.exchange.as_str(), intake.routing_key.as_str()), ("ingest", "ingest"));
+        assert!(valid.is_ok());
+        assert!(rendered.contains(&format!("celery_task = [\"{mapping}\", \"bulk=job\"]")), "{rendered}");
+        // What --print-config printed reads back to the same tasks.
+        let printed = file(&rendered.lines().filter(|l| l.starts_with("celery_")).collect::<Vec<_>>().join("\n"));
+        let (again, _, _, _) = without_env(|| tasks(&["--config", printed.to_str().unwrap()]).unwrap());
+        assert_eq!(again, names);
+        let (from_env, _, _, _) = with_env("QUERN_CELERY_TASK", &format!("{mapping};bulk=job"), || tasks(&[]).unwrap());
+        assert_eq!(from_env, names);
+
+        let error = without_env(|| tasks(&["--celery-task", "ingest=document_id,body"])).err().unwrap().to_string();
+        assert!(error.contains("--celery-task") && error.contains("`body`"), "{error}");
+        let (_, _, lonely, _) = without_env(|| tasks(&["--celery-queue", "ingest"]).unwrap());
+        assert!(lonely.unwrap_err().contains("needs at least one --celery-task"));
+        let (_, _, stray, _) = without_env(|| tasks(&["--celery-task", "t=job", "--celery-exchange", "x"]).unwrap());
+        assert!(stray.unwrap_err().contains("need --celery-queue"));
     }
 }

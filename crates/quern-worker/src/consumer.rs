@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::celery::CeleryMessage;
 use crate::intake::Intake;
 use crate::maintenance;
 use crate::ops::{self, Health};
@@ -49,9 +50,11 @@ pub fn assemble_pipeline(config: &WorkerConfig) -> anyhow::Result<Pipeline> {
     let amqp_url = config.broker.amqp_url.expose_secret();
     quern_queue::connection::check_url(amqp_url).context("check --amqp-url / QUERN_AMQP_URL")?;
     let retry = config.retry_policy().context("invalid --max-attempts / --retry-tiers")?;
+    let celery = config.celery.tasks().map_err(anyhow::Error::msg).context("invalid Celery settings")?;
     let embedder = EmbeddingPool::new(client, config.pool_config());
     Ok(Pipeline::new(chunker, embedder, store, config.limits(), retry, config.group_commit_config())
-        .with_queue_prefix(config.broker.topology.prefix()))
+        .with_queue_prefix(config.broker.topology.prefix())
+        .with_celery_tasks(celery))
 }
 
 /// Builds the pipeline and checks, once, that the database answers (migrating it if asked) with the configured
@@ -242,8 +245,13 @@ async fn consume_session(
     // Re-applied on every session: a recovered channel would otherwise consume with unbounded prefetch.
     channel.basic_qos(config.prefetch, BasicQosOptions::default()).await.context("setting prefetch")?;
     let republisher = Republisher::open(&connection, topology, worker_id).await?;
+    let mut queues = vec![topology.ingest_queue()];
+    if let Some(celery) = config.celery.intake() {
+        quern_queue::declare_celery_queue(&connection, &celery.queue, &celery.exchange, &celery.routing_key).await?;
+        queues.push(celery.queue);
+    }
     let mut availability = pipeline.embedder().availability();
-    let mut intake = Intake::new(&channel, topology.ingest_queue(), worker_id);
+    let mut intake = Intake::new(&channel, queues, worker_id);
     if availability.borrow_and_update().is_available() {
         intake.start().await?;
         health.set_consuming(true);
@@ -315,9 +323,16 @@ async fn handle_delivery(pipeline: Pipeline, republisher: Republisher, delivery:
     let started = Instant::now();
     let failed_attempts = republisher::failed_attempts(&delivery);
     // A panic in one job must not take the worker down: it becomes that job's dead letter.
-    let trace = quern_queue::headers::get_str(delivery.properties.headers().as_ref(), TRACEPARENT_HEADER)
-        .and_then(|value| TraceParent::parse(&value));
-    let processing = pipeline.process_traced(&delivery.data, failed_attempts, trace);
+    let headers = delivery.properties.headers().as_ref();
+    let trace = quern_queue::headers::get_str(headers, TRACEPARENT_HEADER).and_then(|value| TraceParent::parse(&value));
+    let properties = CeleryMessage {
+        task: quern_queue::headers::get_str(headers, "task"),
+        id: quern_queue::headers::get_str(headers, "id"),
+        expires: quern_queue::headers::get_str(headers, "expires"),
+        compression: quern_queue::headers::get_str(headers, "compression"),
+        content_type: delivery.properties.content_type().as_ref().map(|t| t.to_string()),
+    };
+    let processing = pipeline.process_traced(&delivery.data, &properties, failed_attempts, trace);
     let outcome = match AssertUnwindSafe(processing).catch_unwind().await {
         Ok(outcome) => outcome,
         Err(panic) => {
@@ -328,7 +343,7 @@ async fn handle_delivery(pipeline: Pipeline, republisher: Republisher, delivery:
                 .unwrap_or_else(|| "unknown panic".to_owned());
             let detail = format!("the job panicked: {message}");
             tracing::error!(%detail, "job panicked; the worker carries on");
-            pipeline.record_panic(&delivery.data, &detail).await;
+            pipeline.record_panic(&delivery.data, &properties, &detail).await;
             let failure = Failure { class: ErrorClass::Permanent, reason: "panic".into(), detail };
             Outcome::DeadLetter { failed_attempts: failed_attempts + 1, failure }
         }

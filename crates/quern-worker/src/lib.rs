@@ -3,6 +3,7 @@
 //! - [`config`]: every setting, as flags and `QUERN_*` environment variables (shared with the `quern` CLI);
 //! - [`config_file`]: flags > environment > TOML file > defaults, and `--print-config`;
 //! - [`pipeline`]: [`Pipeline::process_delivery`], one message body in, one [`quern_core::Outcome`] out;
+//! - [`celery`]: Celery task messages (`--celery-task`) mapped to jobs, or refused with the reason;
 //! - [`consumer`]: [`run`], the broker session: consume, hand each delivery to the pipeline, map its outcome
 //!   to ack / requeue / dead-letter, reconnect after broker trouble, drain on shutdown;
 //! - `intake`: the consumer of the ingest queue, paused while the embedding provider refuses every request;
@@ -12,6 +13,7 @@
 //! - [`wait`]: waiting for a dependency at start-up (and for the broker), with growing, jittered pauses;
 //! - [`telemetry`]: tracing setup.
 
+pub mod celery;
 pub mod config;
 pub mod config_file;
 pub mod consumer;

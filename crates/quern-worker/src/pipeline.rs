@@ -1,4 +1,5 @@
-//! One message in, one outcome out: check limits, decode, chunk, embed, commit. No broker types here, so tests
+//! One message in, one outcome out: check limits, decode (a Quern job, or a Celery task mapped to one), chunk,
+//! embed, commit. No broker types here, so tests
 //! drive the whole job path without a consumer or sleeps. Retry-or-dead is decided here too, from the
 //! message's failed-attempt count and the retry policy, so the consumer only carries the decision out. A job
 //! whose chunks the embedding provider would not take because it refuses every request (a revoked key, an
@@ -20,6 +21,8 @@ use quern_store::{
 };
 use tracing::Instrument;
 
+use crate::celery::{self, CeleryMessage, CeleryTasks, Refused};
+
 /// Everything a job needs, shared by every job of the process. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
@@ -35,6 +38,8 @@ pub struct Pipeline {
     /// The topology prefix this worker consumes from, recorded on each job row so `quern status` can count the
     /// jobs of one prefix; `None` (a pipeline nobody told) records none.
     queue_prefix: Option<std::sync::Arc<str>>,
+    /// The Celery tasks taken as jobs (none unless `--celery-task` is given).
+    celery: std::sync::Arc<CeleryTasks>,
 }
 
 /// Why an attempt failed.
@@ -104,12 +109,19 @@ impl Pipeline {
             retry,
             chunking,
             queue_prefix: None,
+            celery: std::sync::Arc::default(),
         }
     }
 
     /// Records `prefix`, the topology prefix the jobs are consumed from, on each job's row.
     pub fn with_queue_prefix(mut self, prefix: &str) -> Pipeline {
         self.queue_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Takes the Celery task messages of `tasks` as jobs.
+    pub fn with_celery_tasks(mut self, tasks: CeleryTasks) -> Pipeline {
+        self.celery = std::sync::Arc::new(tasks);
         self
     }
 
@@ -123,32 +135,49 @@ impl Pipeline {
         &self.embedder
     }
 
-    /// Records a job that panicked as dead (the consumer catches the panic; the job id comes from the body).
-    pub async fn record_panic(&self, body: &[u8], detail: &str) {
-        if let Ok(job) = Job::decode(body) {
+    /// Records a job that panicked as dead (the consumer catches the panic; the job id comes from the message).
+    pub async fn record_panic(&self, body: &[u8], properties: &CeleryMessage, detail: &str) {
+        if let Ok(job) = self.decode(body, properties) {
             self.record(job.job_id, Some(&job), JobStatus::Dead, detail).await;
         }
+    }
+
+    /// The job a message asks for: a Quern job, or a Celery task (protocol 2 names it in a header, protocol 1 in
+    /// its body) mapped to one by `--celery-task`; or why it is neither.
+    fn decode(&self, body: &[u8], properties: &CeleryMessage) -> Result<Job, Refused> {
+        if properties.is_protocol_2() {
+            return self.celery.translate(properties, body, Utc::now());
+        }
+        Job::decode(body).or_else(|rejected| match celery::protocol_1_task(body) {
+            Some(_) => self.celery.translate(properties, body, Utc::now()),
+            None => Err(Refused { job_id: rejected.job_id, reason: "contract", detail: rejected.error.to_string() }),
+        })
     }
 
     /// Processes one message body, which has already failed `failed_attempts` times, to its outcome.
     /// Never panics on bad input; records the job's fate in `quern_jobs` (best effort for failures: the
     /// broker outcome is what keeps the job safe).
     pub async fn process_delivery(&self, body: &[u8], failed_attempts: u32) -> Outcome {
-        self.process_traced(body, failed_attempts, None).await
+        self.process_traced(body, &CeleryMessage::default(), failed_attempts, None).await
     }
 
-    /// [`Pipeline::process_delivery`] continuing the producer's trace (a new one when the message has none):
-    /// the job's span, and so every log line of the job, carries the trace id.
-    pub async fn process_traced(&self, body: &[u8], failed_attempts: u32, trace: Option<TraceParent>) -> Outcome {
+    /// [`Pipeline::process_delivery`] of a message with its `properties` (which tell a Celery task message),
+    /// continuing the producer's trace (a new one when the message has none): the job's span, and so every log
+    /// line of the job, carries the trace id.
+    pub async fn process_traced(
+        &self,
+        body: &[u8],
+        properties: &CeleryMessage,
+        failed_attempts: u32,
+        trace: Option<TraceParent>,
+    ) -> Outcome {
         if let Err(limit) = self.limits.check_message(body.len()) {
             let job_id = peek_job_id_bounded(body);
             return self.reject(job_id, limit.reason(), limit.to_string(), failed_attempts).await;
         }
-        let job = match Job::decode(body) {
+        let job = match self.decode(body, properties) {
             Ok(job) => job,
-            Err(rejected) => {
-                return self.reject(rejected.job_id, "contract", rejected.error.to_string(), failed_attempts).await
-            }
+            Err(refused) => return self.reject(refused.job_id, refused.reason, refused.detail, failed_attempts).await,
         };
         let trace = trace.unwrap_or_else(TraceParent::new_root);
         let span = tracing::info_span!(

@@ -52,7 +52,7 @@ async fn a_job_span_is_exported_as_a_child_of_the_producers_trace() {
     let pipeline = consumer::build_pipeline(&config).await.expect("pipeline");
     let producer_span = TraceParent::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").expect("valid");
     let job = Job::upsert("c", "traced", "a document whose journey is traced");
-    assert_eq!(pipeline.process_traced(&job.encode(), 0, Some(producer_span)).await, Outcome::Ack);
+    assert_eq!(pipeline.process_traced(&job.encode(), &Default::default(), 0, Some(producer_span)).await, Outcome::Ack);
 
     // Shutting the provider down flushes the batch to the collector.
     tokio::task::spawn_blocking(move || drop(guard)).await.expect("flush");

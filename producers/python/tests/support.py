@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pika
 import pika.exceptions
+import pytest
 
 AMQP_URL = os.environ.get("QUERN_TEST_AMQP_URL") or "amqp://guest:guest@127.0.0.1:5672/%2f"
 DATABASE_URL = os.environ.get("QUERN_TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5433/postgres"
@@ -340,9 +341,17 @@ class FakeEmbedder:
 
 
 class Worker:
-    """``quern-worker`` on a queue prefix and database, logging JSON lines to ``log_path``."""
+    """``quern-worker`` on a queue prefix and database, logging JSON lines to ``log_path``; ``settings`` adds
+    ``QUERN_*`` variables (the Celery suite's ``QUERN_CELERY_*``, say)."""
 
-    def __init__(self, prefix: str, database_url: str, embedding_url: str, log_path: Path) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        database_url: str,
+        embedding_url: str,
+        log_path: Path,
+        settings: dict[str, str] | None = None,
+    ) -> None:
         self.log_path = log_path
         self._log = open(log_path, "ab")
         self.process = subprocess.Popen(
@@ -362,6 +371,7 @@ class Worker:
                     "QUERN_LOG_FORMAT": "json",
                     "QUERN_RETRY_TIERS": ",".join(TEST_RETRY_TIERS),
                     "QUERN_SEGMENT_MAINTENANCE": "false",
+                    **(settings or {}),
                 }
             ),
         )
@@ -386,3 +396,23 @@ def _stop(process: subprocess.Popen) -> None:  # type: ignore[type-arg]
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# Fixtures for test modules that run the worker: a module imports them (`from support import database, embedder`)
+# to get its own database and fake embedder.
+
+
+@pytest.fixture(scope="module")
+def database() -> Iterator[ScratchDatabase]:
+    """A Postgres database of the module's own, dropped afterwards."""
+    db = ScratchDatabase()
+    yield db
+    db.drop()
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Iterator[FakeEmbedder]:
+    """A fake embedder for the module, stopped afterwards."""
+    server = FakeEmbedder()
+    yield server
+    server.stop()

@@ -13,25 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import AMQP_URL, Broker, FakeEmbedder, ScratchDatabase, Worker, unique_name, wait_until
+from support import (  # noqa: F401 - database and embedder are fixtures
+    AMQP_URL,
+    Broker,
+    FakeEmbedder,
+    ScratchDatabase,
+    Worker,
+    database,
+    embedder,
+    unique_name,
+    wait_until,
+)
 
 from quern_producer import AsyncProducer, Job, Producer
 
 pytestmark = pytest.mark.worker
-
-
-@pytest.fixture(scope="module")
-def database() -> Iterator[ScratchDatabase]:
-    db = ScratchDatabase()
-    yield db
-    db.drop()
-
-
-@pytest.fixture(scope="module")
-def embedder() -> Iterator[FakeEmbedder]:
-    server = FakeEmbedder()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

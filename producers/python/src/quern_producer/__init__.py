@@ -19,6 +19,7 @@ from .contract import (
     new_job_id,
     validate_job,
 )
+from .cutover import cutover_bucket, goes_to_quern
 from .errors import BrokerError, InvalidJob, QuernError
 from .producer import Producer
 from .topology import Topology
@@ -36,6 +37,8 @@ __all__ = [
     "Producer",
     "QuernError",
     "Topology",
+    "cutover_bucket",
+    "goes_to_quern",
     "new_job_id",
     "validate_job",
 ]

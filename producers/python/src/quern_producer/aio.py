@@ -7,6 +7,7 @@ coroutines. Concurrent calls (``asyncio.gather`` of several enqueues) are serial
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Callable
@@ -16,6 +17,7 @@ import pika.exceptions
 from pika.adapters.asyncio_connection import AsyncioConnection
 
 from ._session import CLOSE_TIMEOUT, Message, Session, connection_parameters, redact_url
+from .cutover import Cutover, CutoverSetting, LegacyDelete, LegacyEnqueue
 from .contract import Job, batch_bodies, delete_body, encode_body, upsert_body
 from .errors import BrokerError, QuernError
 from .producer import DEFAULT_CONFIRM_TIMEOUT, _positive
@@ -67,7 +69,7 @@ class _AsyncioSession(Session):
             pass
 
 
-class AsyncProducer:
+class AsyncProducer(CutoverSetting):
     """The asyncio twin of :class:`Producer`: same checks, same guarantees, coroutine methods.
 
     Creating one does no I/O; it connects on ``await producer.connect()``, on entering ``async with``, or on
@@ -87,7 +89,11 @@ class AsyncProducer:
         queue_prefix: str = DEFAULT_PREFIX,
         confirm_timeout: float = DEFAULT_CONFIRM_TIMEOUT,
         connection_name: str = "quern-producer",
+        cutover_percent: float = 100,
+        legacy: LegacyEnqueue | None = None,
+        legacy_delete: LegacyDelete | None = None,
     ) -> None:
+        self._cutover = Cutover(cutover_percent, legacy, legacy_delete)
         self._topology = Topology(queue_prefix)
         self._confirm_timeout = _positive("confirm_timeout", confirm_timeout)
         self._parameters = connection_parameters(amqp_url, connection_name, self._confirm_timeout)
@@ -116,20 +122,22 @@ class AsyncProducer:
         *,
         metadata: Mapping[str, Any] | None = None,
         job_id: str | None = None,
-    ) -> str:
-        """Enqueues an upsert of the document; returns the job id (see :meth:`Producer.enqueue`)."""
-        return (await self._publish([upsert_body(collection, document_id, text, metadata, job_id)]))[0]
+    ) -> Any:
+        """Enqueues an upsert of the document; returns the job id, or what ``legacy`` returned for a document on
+        the legacy side (see :meth:`Producer.enqueue`)."""
+        return (await self._route([upsert_body(collection, document_id, text, metadata, job_id)]))[0]
 
-    async def delete(self, collection: str, document_id: str, *, job_id: str | None = None) -> str:
-        """Enqueues the deletion of the document and its chunks; returns the job id."""
-        return (await self._publish([delete_body(collection, document_id, job_id)]))[0]
+    async def delete(self, collection: str, document_id: str, *, job_id: str | None = None) -> Any:
+        """Enqueues the deletion of the document and its chunks; returns the job id (or what ``legacy_delete``
+        returned)."""
+        return (await self._route([delete_body(collection, document_id, job_id)]))[0]
 
-    async def enqueue_many(self, jobs: Iterable[Job | Mapping[str, Any]]) -> list[str]:
+    async def enqueue_many(self, jobs: Iterable[Job | Mapping[str, Any]]) -> list[Any]:
         """Enqueues several jobs with one confirm round trip (see :meth:`Producer.enqueue_many`)."""
         bodies = batch_bodies(jobs)
         if not bodies:
             return []
-        return await self._publish(bodies)
+        return await self._route(bodies)
 
     async def close(self) -> None:
         """Closes the connection; later calls raise :class:`QuernError`. Idempotent."""
@@ -154,6 +162,21 @@ class AsyncProducer:
             # new lock, and the old loop's session is forgotten in _live_session.
             self._lock, self._lock_loop = asyncio.Lock(), loop
         return self._lock
+
+    async def _route(self, bodies: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """Publishes the Quern share of ``bodies`` (one confirm round trip), then hands the rest to the legacy
+        path (awaiting what it returns when that is awaitable); results in the order of ``bodies``."""
+        routes = self._cutover.routes(bodies)
+        quern = [body for body, to_quern in zip(bodies, routes) if to_quern]
+        job_ids = iter(await self._publish(quern) if quern else [])
+        results: list[Any] = []
+        for body, to_quern in zip(bodies, routes):
+            if to_quern:
+                results.append(next(job_ids))
+                continue
+            result = self._cutover.hand_over(body)
+            results.append(await result if inspect.isawaitable(result) else result)
+        return results
 
     async def _publish(self, bodies: Sequence[Mapping[str, Any]]) -> list[str]:
         messages: list[Message] = [(body["job_id"], encode_body(body)) for body in bodies]

@@ -18,6 +18,7 @@ import pika.exceptions
 from pika.adapters.select_connection import IOLoop, SelectConnection
 
 from ._session import CLOSE_TIMEOUT, Message, Session, connection_parameters, redact_url
+from .cutover import Cutover, CutoverSetting, LegacyDelete, LegacyEnqueue
 from .contract import Job, batch_bodies, delete_body, encode_body, upsert_body
 from .errors import BrokerError, QuernError
 from .topology import DEFAULT_PREFIX, Topology
@@ -79,7 +80,7 @@ def _nothing() -> None:
     pass
 
 
-class Producer:
+class Producer(CutoverSetting):
     """Publishes Quern ingestion jobs to RabbitMQ and returns once the broker has confirmed them.
 
     ``Producer(amqp_url)`` connects, declares the topology (idempotently, with the worker's exact arguments) and
@@ -103,7 +104,11 @@ class Producer:
         queue_prefix: str = DEFAULT_PREFIX,
         confirm_timeout: float = DEFAULT_CONFIRM_TIMEOUT,
         connection_name: str = "quern-producer",
+        cutover_percent: float = 100,
+        legacy: LegacyEnqueue | None = None,
+        legacy_delete: LegacyDelete | None = None,
     ) -> None:
+        self._cutover = Cutover(cutover_percent, legacy, legacy_delete)
         self._topology = Topology(queue_prefix)
         self._confirm_timeout = _positive("confirm_timeout", confirm_timeout)
         self._parameters = connection_parameters(amqp_url, connection_name, self._confirm_timeout)
@@ -130,19 +135,21 @@ class Producer:
         *,
         metadata: Mapping[str, Any] | None = None,
         job_id: str | None = None,
-    ) -> str:
+    ) -> Any:
         """Enqueues an upsert of the document (insert, or replace all its chunks); returns the job id.
 
         ``job_id`` (a hyphenated UUID) is for sending a job again after a :class:`BrokerError`; by default a
-        fresh UUIDv7 is made.
+        fresh UUIDv7 is made. With ``cutover_percent`` below 100, a document on the legacy side is not published:
+        ``legacy(collection, document_id, text, metadata)`` is called instead and its result returned.
         """
-        return self._publish([upsert_body(collection, document_id, text, metadata, job_id)])[0]
+        return self._route([upsert_body(collection, document_id, text, metadata, job_id)])[0]
 
-    def delete(self, collection: str, document_id: str, *, job_id: str | None = None) -> str:
-        """Enqueues the deletion of the document and its chunks; returns the job id."""
-        return self._publish([delete_body(collection, document_id, job_id)])[0]
+    def delete(self, collection: str, document_id: str, *, job_id: str | None = None) -> Any:
+        """Enqueues the deletion of the document and its chunks; returns the job id (or, for a document on the
+        legacy side, what ``legacy_delete`` returned)."""
+        return self._route([delete_body(collection, document_id, job_id)])[0]
 
-    def enqueue_many(self, jobs: Iterable[Job | Mapping[str, Any]]) -> list[str]:
+    def enqueue_many(self, jobs: Iterable[Job | Mapping[str, Any]]) -> list[Any]:
         """Enqueues several jobs with one confirm round trip; returns their ids in order.
 
         Each job is a :class:`Job` or a mapping with the keys ``collection``, ``document_id``, ``text``, and
@@ -153,7 +160,7 @@ class Producer:
         bodies = batch_bodies(jobs)
         if not bodies:
             return []
-        return self._publish(bodies)
+        return self._route(bodies)
 
     def close(self) -> None:
         """Closes the connection; later calls raise :class:`QuernError`. Idempotent."""
@@ -169,6 +176,14 @@ class Producer:
 
     def __repr__(self) -> str:
         return f"Producer({self._url!r}, queue_prefix={self._topology.prefix!r})"
+
+    def _route(self, bodies: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """Publishes the Quern share of ``bodies`` (one confirm round trip), then hands the rest to the legacy
+        path; results in the order of ``bodies``. Every body was validated, and every route checked, first."""
+        routes = self._cutover.routes(bodies)
+        quern = [body for body, to_quern in zip(bodies, routes) if to_quern]
+        job_ids = iter(self._publish(quern) if quern else [])
+        return [next(job_ids) if to_quern else self._cutover.hand_over(body) for body, to_quern in zip(bodies, routes)]
 
     def _publish(self, bodies: Sequence[Mapping[str, Any]]) -> list[str]:
         messages: list[Message] = [(body["job_id"], encode_body(body)) for body in bodies]
