@@ -84,6 +84,23 @@ def test_celery_declares_the_queue_first_and_a_worker_started_later_takes_the_ba
     assert len(documents(database, collection)) == 10
 
 
+def test_celery_protocol_1_messages_are_taken_too(
+    start_worker: Callable[..., Worker], database: ScratchDatabase, broker: Broker, celery_queue: str
+) -> None:
+    """Celery before 4.0 spoke protocol 1 (task, id and arguments in the body, no headers); 5.x still can."""
+    worker = start_worker()
+    assert wait_until(lambda: broker.queue_exists(celery_queue), 60)
+    route_to(celery_queue, *INGEST_TASKS)
+    collection = unique_name("celery")
+    app.conf.task_protocol = 1
+    try:
+        sent = ingest_document.delay("old-protocol.md", document("old protocol"), collection=collection)
+    finally:
+        app.conf.task_protocol = 2
+    wait_for_status(database, [sent.id], worker)
+    assert set(documents(database, collection)) == {"old-protocol.md"}
+
+
 def test_a_redelivered_task_id_is_processed_once_and_custom_ids_are_stable(
     start_worker: Callable[..., Worker], database: ScratchDatabase, broker: Broker, celery_queue: str
 ) -> None:
