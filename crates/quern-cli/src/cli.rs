@@ -99,6 +99,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::commands::index::IndexCommand,
     },
+    /// Shadow runs beside a legacy worker (`quern-worker --shadow`): compare what each stored.
+    Shadow {
+        #[command(subcommand)]
+        command: crate::commands::shadow::ShadowCommand,
+    },
 }
 
 #[derive(Debug, Args)]

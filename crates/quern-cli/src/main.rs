@@ -1,4 +1,4 @@
-//! `quern`: the operator's and producer's command line (migrate, enqueue, status, search, delete, dlq, index).
+//! `quern`: the operator's and producer's command line (migrate, enqueue, status, search, delete, dlq, index, shadow).
 
 mod cli;
 mod commands;

@@ -22,8 +22,8 @@ pub use connection::{connect, redact_url};
 pub use error::QueueError;
 pub use publish::{enable_confirms, publish, PendingConfirm, DEFAULT_CONFIRM_TIMEOUT};
 pub use topology::{
-    dead_queue_arguments, declare_celery_queue, declare_retry_queues, declare_topology, ingest_queue_arguments,
-    retry_queue_arguments, QueueArguments,
+    dead_queue_arguments, declare_celery_queue, declare_copy_queue, declare_retry_queues, declare_topology,
+    ingest_queue_arguments, retry_queue_arguments, QueueArguments,
 };
 
 /// Re-exported so callers name lapin types through one path.

@@ -164,29 +164,56 @@ pub async fn declare_celery_queue(
     }
     let channel =
         connection.create_channel().await.map_err(QueueError::broker("channel.open (Celery queue declare)"))?;
+    declare_bound_queue(&channel, queue, FieldTable::default(), exchange, routing_key).await?;
+    let _ = channel.close(200, "declared".into()).await;
+    Ok(())
+}
+
+/// Declares `queue`, Quern's own copy of what is routed to `exchange` with `routing_key` (a shadow run's copy of
+/// a Celery queue's messages), with `arguments`, and binds it there.
+pub async fn declare_copy_queue(
+    channel: &Channel,
+    queue: &str,
+    arguments: FieldTable,
+    exchange: &str,
+    routing_key: &str,
+) -> Result<(), QueueError> {
+    declare_bound_queue(channel, queue, arguments, exchange, routing_key).await
+}
+
+/// Declares the durable `queue` with `arguments` and, unless `exchange` is the default one (`""`, to which nothing
+/// can be bound), binds it to `exchange` with `routing_key`, declaring that as Celery declares it (durable, direct)
+/// so either side may come first.
+async fn declare_bound_queue(
+    channel: &Channel,
+    queue: &str,
+    arguments: FieldTable,
+    exchange: &str,
+    routing_key: &str,
+) -> Result<(), QueueError> {
     let durable_exchange = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
     let durable_queue = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
     channel
-        .queue_declare(queue.into(), durable_queue, FieldTable::default())
+        .queue_declare(queue.into(), durable_queue, arguments)
         .await
-        .map_err(QueueError::broker(format!("queue.declare {queue} (Celery's queue)")))?;
-    if !exchange.is_empty() {
-        channel
-            .exchange_declare(exchange.into(), ExchangeKind::Direct, durable_exchange, FieldTable::default())
-            .await
-            .map_err(QueueError::broker(format!("exchange.declare {exchange} (Celery's exchange)")))?;
-        channel
-            .queue_bind(
-                queue.into(),
-                exchange.into(),
-                routing_key.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(QueueError::broker(format!("queue.bind {queue} to {exchange}")))?;
+        .map_err(QueueError::broker(format!("queue.declare {queue}")))?;
+    if exchange.is_empty() {
+        return Ok(());
     }
-    let _ = channel.close(200, "declared".into()).await;
+    channel
+        .exchange_declare(exchange.into(), ExchangeKind::Direct, durable_exchange, FieldTable::default())
+        .await
+        .map_err(QueueError::broker(format!("exchange.declare {exchange} (where Celery publishes the tasks)")))?;
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            routing_key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(QueueError::broker(format!("queue.bind {queue} to {exchange}")))?;
     Ok(())
 }
 

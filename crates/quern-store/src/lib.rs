@@ -10,6 +10,7 @@
 //! - [`index`]: the segments' HNSW parameters;
 //! - [`overview`]: recent jobs by status and the commonest reasons jobs died, for operators;
 //! - [`search`]: nearest chunks by cosine distance;
+//! - [`shadow`]: a shadow run's parity with the legacy worker's table, per document;
 //! - [`error`]: [`StoreError`], which knows whether retrying can help.
 
 pub mod documents;
@@ -23,6 +24,7 @@ pub mod overview;
 pub mod pool;
 pub mod search;
 pub mod segments;
+pub mod shadow;
 
 pub use documents::{ChunkRow, DocumentChange, DocumentCommit, DocumentState, JobVersion, StoredDocument, WriteResult};
 pub use error::StoreError;

@@ -23,7 +23,7 @@ use deadpool_postgres::{ClientWrapper, Object};
 use tokio_postgres::error::SqlState;
 
 use crate::index::read_vector_storage;
-use crate::segments::{segment_index, segment_table, SegmentPolicy, MAINTENANCE_LEASE, SEGMENT_SWITCH_LOCK};
+use crate::segments::{maintenance_lease, segment_index, segment_table, SegmentPolicy, SEGMENT_SWITCH_LOCK};
 use crate::{Store, StoreError};
 
 /// Longest the merge swap waits for its locks before giving up until the next step: writers queue behind it.
@@ -195,9 +195,10 @@ impl Maintainer {
         if self.holds_lease() {
             return Ok(true);
         }
+        let lease = maintenance_lease(self.store.schema());
         let session = self.session().await?;
         let row = session
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&MAINTENANCE_LEASE])
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&lease])
             .await
             .map_err(StoreError::db("take the maintenance lease"));
         let held = match row {

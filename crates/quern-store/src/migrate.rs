@@ -68,6 +68,16 @@ impl Store {
                 {
                     let tx = client.transaction().await.map_err(StoreError::db("begin"))?;
                     lock(&tx).await?;
+                    if let Some(schema) = self.schema() {
+                        // Checked when the store was built: letters, digits and `_` only. pgvector goes where it
+                        // would go without a schema of ours (`public`) when the database has none yet: in ours,
+                        // the default schema's tables could not find it.
+                        tx.batch_execute(&format!(
+                            "CREATE EXTENSION IF NOT EXISTS vector SCHEMA public; CREATE SCHEMA IF NOT EXISTS {schema}"
+                        ))
+                        .await
+                        .map_err(StoreError::db("create the database schema"))?;
+                    }
                     tx.batch_execute(
                         "CREATE TABLE IF NOT EXISTS quern_schema_migrations (
                          version    integer     PRIMARY KEY,

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use deadpool_postgres::{Hook, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType};
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
+};
 use quern_core::metric_names;
 use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::config::Host;
@@ -32,6 +34,9 @@ pub struct StoreConfig {
     pub statement_timeout: Duration,
     /// Client-side limit on one whole operation (tokio-postgres has none of its own).
     pub operation_timeout: Duration,
+    /// The Postgres schema of Quern's tables (a shadow run's, say): first on every connection's `search_path`,
+    /// created by the migrations. `None` keeps the database's default (`public`).
+    pub schema: Option<String>,
 }
 
 impl StoreConfig {
@@ -45,6 +50,7 @@ impl StoreConfig {
             recycle_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(60),
             operation_timeout: Duration::from_secs(90),
+            schema: None,
         }
     }
 }
@@ -57,6 +63,8 @@ pub struct Store {
     create_timeout: Duration,
     /// Where the connections go, for messages: `host:port (database d, user u)`, never the password.
     target: Arc<str>,
+    /// The schema of Quern's tables, when not the default.
+    schema: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -74,7 +82,11 @@ impl Store {
         // The driver's parse errors can echo the URL, password included: report a fixed message instead.
         let mut pg = tokio_postgres::Config::from_str(config.url.expose_secret())
             .map_err(|_| StoreError::Config("the database URL is not a valid postgres:// URL".into()))?;
-        let target = describe_target(&pg).into();
+        let schema: Option<Arc<str>> = config.schema.as_deref().map(check_schema).transpose()?.map(Arc::from);
+        let target = match &schema {
+            Some(schema) => format!("{} schema {schema}", describe_target(&pg)).into(),
+            None => describe_target(&pg).into(),
+        };
         pg.application_name("quern");
         pg.options(format!("-c statement_timeout={}", config.statement_timeout.as_millis()));
         if pg.get_connect_timeout().is_none() {
@@ -83,19 +95,47 @@ impl Store {
         // `Fast` only checks `is_closed()`; a connection killed by a restart fails its first query, which is
         // classified transient and retried, instead of paying a round trip on every checkout.
         let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager)
-            .max_size(config.max_connections)
-            .wait_timeout(Some(config.wait_timeout))
-            .create_timeout(Some(config.create_timeout))
-            .recycle_timeout(Some(config.recycle_timeout))
-            .runtime(Runtime::Tokio1)
-            .post_create(Hook::sync_fn(|_, _| {
-                metrics::counter!(metric_names::DB_CONNECTIONS_OPENED).increment(1);
-                Ok(())
-            }))
-            .build()
-            .map_err(|e| StoreError::Config(e.to_string()))?;
-        Ok(Store { pool, operation_timeout: config.operation_timeout, create_timeout: config.create_timeout, target })
+        let pool =
+            Pool::builder(manager)
+                .max_size(config.max_connections)
+                .wait_timeout(Some(config.wait_timeout))
+                .create_timeout(Some(config.create_timeout))
+                .recycle_timeout(Some(config.recycle_timeout))
+                .runtime(Runtime::Tokio1)
+                .post_create(Hook::sync_fn(|_, _| {
+                    metrics::counter!(metric_names::DB_CONNECTIONS_OPENED).increment(1);
+                    Ok(())
+                }))
+                .post_create(Hook::async_fn({
+                    let schema = schema.clone();
+                    move |client, _| {
+                        let search_path = schema.as_deref().map(|schema| {
+                    // Put first, the rest of the path kept: pgvector may live in `public` or, on managed
+                    // services, in a schema of its own (`extensions`) that the path names.
+                    format!("SELECT set_config('search_path', '{schema}, ' || current_setting('search_path'), false)")
+                });
+                        Box::pin(async move {
+                            if let Some(statement) = search_path {
+                                client.simple_query(&statement).await.map_err(HookError::Backend)?;
+                            }
+                            Ok(())
+                        })
+                    }
+                }))
+                .build()
+                .map_err(|e| StoreError::Config(e.to_string()))?;
+        Ok(Store {
+            pool,
+            operation_timeout: config.operation_timeout,
+            create_timeout: config.create_timeout,
+            target,
+            schema,
+        })
+    }
+
+    /// The schema of Quern's tables when it is not the database's default.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
     }
 
     /// Where the store connects, for messages: `127.0.0.1:5433 (database postgres, user postgres)`.
@@ -185,6 +225,22 @@ fn with_causes(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+/// A schema name usable unquoted in `search_path` and DDL: lower-case ASCII letters, digits and `_`, not starting
+/// with a digit, at most 63 bytes (Postgres' identifier limit).
+fn check_schema(schema: &str) -> Result<&str, StoreError> {
+    let valid = !schema.is_empty()
+        && schema.len() <= 63
+        && !schema.as_bytes()[0].is_ascii_digit()
+        && schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if valid {
+        Ok(schema)
+    } else {
+        Err(StoreError::Config(format!(
+            "database schema `{schema}` must be 1-63 lower-case letters, digits or `_`, not starting with a digit"
+        )))
+    }
 }
 
 #[cfg(test)]

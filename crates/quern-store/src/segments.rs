@@ -15,7 +15,22 @@ use crate::{Store, StoreError};
 /// takes exclusively; the same number is written in `migrations/0004_chunk_segments.sql`.
 pub const SEGMENT_SWITCH_LOCK: i64 = 0x7175_6572_6e5f_7367;
 /// Session advisory lock ("quern_mt") held by the one worker doing maintenance; it ends with its connection.
+/// A store in a schema of its own has a lease of its own ([`maintenance_lease`]).
 pub const MAINTENANCE_LEASE: i64 = 0x7175_6572_6e5f_6d74;
+
+/// The maintenance lease of the tables in `schema` (`None`: the default schema's, [`MAINTENANCE_LEASE`]). Advisory
+/// locks are per database, not per schema: a shadow run's maintainer must not hold production's lease.
+pub fn maintenance_lease(schema: Option<&str>) -> i64 {
+    match schema {
+        None => MAINTENANCE_LEASE,
+        // FNV-1a of the name: stable across releases and processes (std's hasher is seeded).
+        Some(schema) => {
+            let hash =
+                schema.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+            MAINTENANCE_LEASE ^ (hash as i64)
+        }
+    }
+}
 
 /// The table of segment `id`.
 pub fn segment_table(id: i64) -> String {
@@ -195,13 +210,16 @@ impl Store {
     pub async fn segments_status(&self) -> Result<SegmentsStatus, StoreError> {
         self.timed("read the segments", async {
             let client = self.client().await?;
-            read_segments_status(&client).await
+            read_segments_status(&client, maintenance_lease(self.schema())).await
         })
         .await
     }
 }
 
-pub(crate) async fn read_segments_status(client: &tokio_postgres::Client) -> Result<SegmentsStatus, StoreError> {
+pub(crate) async fn read_segments_status(
+    client: &tokio_postgres::Client,
+    lease: i64,
+) -> Result<SegmentsStatus, StoreError> {
     let rows = client
         .query(
             "SELECT s.segment, s.state, s.merged_from, s.created_at, s.sealed_at, s.indexed_at,
@@ -273,7 +291,7 @@ pub(crate) async fn read_segments_status(client: &tokio_postgres::Client) -> Res
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (
                  SELECT oid FROM pg_database WHERE datname = current_database())
                AND ((classid::bigint << 32) | objid::bigint) = $1 LIMIT 1",
-            &[&MAINTENANCE_LEASE],
+            &[&lease],
         )
         .await
         .map_err(StoreError::db("read the maintenance lease"))?

@@ -10,6 +10,7 @@ use pgvector::Vector;
 use quern_core::Job;
 use quern_store::migrate::MIGRATIONS;
 use quern_store::segments::MAINTENANCE_LEASE;
+use quern_store::StoreConfig;
 use quern_store::{
     ChunkRow, DocumentChange, DocumentCommit, DocumentState, HnswParams, JobVersion, Maintainer, MaintenanceStep,
     SegmentPolicy, SegmentState, Store, VectorStorage,
@@ -422,5 +423,46 @@ async fn half_precision_storage_goes_through_the_whole_life_cycle() {
     for (read, written) in stored.as_slice().iter().zip(axis_vector(3).as_slice()) {
         assert!((read - written).abs() < 1e-3, "{read} against {written}");
     }
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_store_in_a_schema_of_its_own_has_its_own_tables_and_lease() {
+    // An empty database: the shadow store migrates first, so pgvector must still land where the default
+    // schema's tables find it.
+    let db = TestDatabase::create_empty().await;
+    let shadow_config = StoreConfig { schema: Some("quern_shadow".into()), ..StoreConfig::new(db.url.clone()) };
+    let shadow = Store::connect(&shadow_config).expect("shadow store");
+    assert_eq!(shadow.schema(), Some("quern_shadow"));
+    shadow.migrate(TEST_DIM).await.expect("migrate the shadow schema");
+    let production = db.store();
+    production.migrate(TEST_DIM).await.expect("migrate the default schema");
+
+    write_documents(&shadow, 0, 3).await;
+    write_documents(&production, 100, 1).await;
+    let client = db.client().await;
+    let count = |table: &'static str| {
+        let client = &client;
+        async move { client.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!((count("quern_shadow.quern_chunks").await, count("public.quern_chunks").await), (3, 1));
+    assert_eq!(shadow.search("docs", axis_vector(2), 1).await.unwrap()[0].document_id, "doc-2");
+    assert_eq!(production.search("docs", axis_vector(2), 1).await.unwrap()[0].document_id, "doc-100");
+
+    // Each schema's maintainer holds its own lease at once, and seals and indexes only its own segments.
+    let production_before = layout(&production).await;
+    let mut shadow_maintainer = Maintainer::new(shadow.clone(), policy(1));
+    let mut production_maintainer = Maintainer::new(production.clone(), policy(1));
+    assert!(production_maintainer.acquire().await.unwrap(), "production's lease");
+    assert!(shadow_maintainer.acquire().await.unwrap(), "the shadow's lease, while production holds its own");
+    shadow_maintainer.run_until_idle().await.expect("shadow maintenance");
+    let indexed: u64 = layout(&shadow).await.iter().filter(|s| s.1 == SegmentState::Indexed).map(|s| s.2).sum();
+    assert_eq!(indexed, 3, "the shadow's rows sealed and indexed");
+    assert_eq!(layout(&production).await, production_before, "production's segments untouched");
+    shadow_maintainer.release().await;
+    production_maintainer.release().await;
+
+    let bad = StoreConfig { schema: Some("Robert'); DROP".into()), ..StoreConfig::new(db.url.clone()) };
+    assert!(Store::connect(&bad).unwrap_err().to_string().contains("must be 1-63 lower-case letters"));
     db.drop_database().await;
 }

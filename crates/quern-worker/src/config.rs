@@ -48,6 +48,10 @@ pub struct DatabaseArgs {
     /// Server-side statement timeout, in seconds.
     #[arg(long, env = "QUERN_DB_STATEMENT_TIMEOUT_SECS", default_value_t = 60)]
     pub db_statement_timeout_secs: u64,
+    /// Postgres schema of Quern's tables (created by the migrations), first on each connection's search_path.
+    /// Default: the database's own (`public`); `--shadow` defaults it to `quern_shadow`.
+    #[arg(long, env = "QUERN_DATABASE_SCHEMA", value_name = "SCHEMA")]
+    pub database_schema: Option<String>,
 }
 
 impl DatabaseArgs {
@@ -58,6 +62,7 @@ impl DatabaseArgs {
         config.max_connections = self.db_max_connections.max(1);
         config.statement_timeout = Duration::from_secs(self.db_statement_timeout_secs.max(1));
         config.operation_timeout = config.statement_timeout + Duration::from_secs(30);
+        config.schema = self.database_schema.clone().filter(|schema| !schema.is_empty());
         config
     }
 }
@@ -329,6 +334,13 @@ pub struct WorkerConfig {
     /// Characters shared by neighbouring chunks; must be smaller than the chunk size.
     #[arg(long, env = "QUERN_CHUNK_OVERLAP", default_value_t = DEFAULT_OVERLAP_CHARS)]
     pub chunk_overlap: usize,
+    /// Run in shadow beside the legacy Celery worker: consume a copy of the Celery queue's messages (a queue
+    /// `<prefix>.shadow.copy.<celery queue>` bound where the legacy queue is bound, so the legacy worker still
+    /// gets every message), under the queue prefix `<prefix>.shadow` and in the database schema `quern_shadow`
+    /// (unless --database-schema says otherwise): never the legacy worker's data or the production collections.
+    /// Needs --celery-queue and --celery-task; `quern shadow report` compares the outcome with the legacy table.
+    #[arg(long, env = "QUERN_SHADOW", default_value_t = false)]
+    pub shadow: bool,
     /// Apply pending database migrations at start.
     #[arg(long, env = "QUERN_MIGRATE", default_value_t = false)]
     pub migrate: bool,
@@ -381,7 +393,33 @@ pub struct WorkerConfig {
     pub print_config: bool,
 }
 
+/// The database schema of a shadow run when --database-schema names none.
+pub const SHADOW_SCHEMA: &str = "quern_shadow";
+
 impl WorkerConfig {
+    /// The settings a run uses: with `--shadow`, the shadow's queue prefix and database schema. Fails when
+    /// `--shadow` is given without the Celery queue it copies.
+    pub fn shadow_applied(mut self) -> Result<WorkerConfig, String> {
+        if !self.shadow {
+            return Ok(self);
+        }
+        if self.celery.intake().is_none() {
+            return Err("--shadow runs beside a legacy Celery worker: give --celery-queue and --celery-task".into());
+        }
+        let prefix = format!("{}.shadow", self.broker.topology.prefix());
+        self.broker.topology = Topology::new(&prefix).map_err(|error| error.to_string())?;
+        if self.database.database_schema.as_deref().is_none_or(str::is_empty) {
+            self.database.database_schema = Some(SHADOW_SCHEMA.to_owned());
+        }
+        Ok(self)
+    }
+
+    /// The queue a shadow run consumes its copy of the Celery messages from, when this is a shadow run.
+    pub fn shadow_copy_queue(&self) -> Option<String> {
+        let celery = self.celery.intake().filter(|_| self.shadow)?;
+        Some(format!("{}.copy.{}", self.broker.topology.prefix(), celery.queue))
+    }
+
     /// How document writes share transactions.
     pub fn group_commit_config(&self) -> GroupCommitConfig {
         GroupCommitConfig {

@@ -588,4 +588,20 @@ mod tests {
         let (_, _, stray, _) = without_env(|| tasks(&["--celery-task", "t=job", "--celery-exchange", "x"]).unwrap());
         assert!(stray.unwrap_err().contains("need --celery-queue"));
     }
+
+    #[test]
+    fn a_shadow_run_takes_its_own_prefix_and_schema_and_needs_a_celery_queue() {
+        let applied = |list: &[&str]| without_env(|| load(args(list)).unwrap().config.shadow_applied());
+        let celery = ["--celery-queue", "ingest", "--celery-task", "t=job", "--queue-prefix", "app"];
+        let shadow = applied(&[&celery[..], &["--shadow"]].concat()).expect("a valid shadow run");
+        assert_eq!(shadow.broker.topology.prefix(), "app.shadow");
+        assert_eq!(shadow.database.store_config().schema.as_deref(), Some("quern_shadow"));
+        assert_eq!(shadow.shadow_copy_queue().as_deref(), Some("app.shadow.copy.ingest"));
+        let own_schema = applied(&[&celery[..], &["--shadow", "--database-schema", "trial"]].concat()).unwrap();
+        assert_eq!(own_schema.database.store_config().schema.as_deref(), Some("trial"));
+        let plain = applied(&celery).unwrap();
+        assert_eq!((plain.broker.topology.prefix(), plain.shadow_copy_queue()), ("app", None));
+        assert_eq!(plain.database.store_config().schema, None);
+        assert!(applied(&["--shadow"]).unwrap_err().contains("give --celery-queue and --celery-task"));
+    }
 }

@@ -90,6 +90,7 @@ async fn prepare_database(store: &Store, config: &WorkerConfig) -> Result<(), (&
 /// growing, jittered pauses and a log line per attempt; jobs are consumed only once all three answer. Broker
 /// failures later do not end it either: the session is rebuilt. Shutdown interrupts any wait at once.
 pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let config = config.shadow_applied().map_err(anyhow::Error::msg).context("invalid --shadow settings")?;
     let pipeline = assemble_pipeline(&config)?;
     run_with_pipeline(&config, pipeline, shutdown).await
 }
@@ -244,11 +245,23 @@ async fn consume_session(
     quern_queue::declare_retry_queues(&channel, topology, &config.retry_tiers).await?;
     // Re-applied on every session: a recovered channel would otherwise consume with unbounded prefetch.
     channel.basic_qos(config.prefetch, BasicQosOptions::default()).await.context("setting prefetch")?;
-    let republisher = Republisher::open(&connection, topology, worker_id).await?;
+    let mut republisher = Republisher::open(&connection, topology, worker_id).await?;
     let mut queues = vec![topology.ingest_queue()];
-    if let Some(celery) = config.celery.intake() {
-        quern_queue::declare_celery_queue(&connection, &celery.queue, &celery.exchange, &celery.routing_key).await?;
-        queues.push(celery.queue);
+    match (config.celery.intake(), config.shadow_copy_queue()) {
+        (Some(celery), Some(copy)) => {
+            // The legacy worker keeps the Celery queue; the shadow reads a copy, and its dead letters replay to
+            // that copy alone, never to the legacy worker again.
+            let arguments = quern_queue::ingest_queue_arguments(topology, QueueArguments::default());
+            quern_queue::declare_copy_queue(&channel, &copy, arguments, &celery.exchange, &celery.routing_key).await?;
+            republisher = republisher.replaying_to("", &copy);
+            queues.push(copy);
+        }
+        (Some(celery), None) => {
+            quern_queue::declare_celery_queue(&connection, &celery.queue, &celery.exchange, &celery.routing_key)
+                .await?;
+            queues.push(celery.queue);
+        }
+        (None, _) => {}
     }
     let mut availability = pipeline.embedder().availability();
     let mut intake = Intake::new(&channel, queues, worker_id);

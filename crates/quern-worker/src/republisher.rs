@@ -17,6 +17,8 @@ pub struct Republisher {
     topology: Topology,
     worker_id: String,
     confirm_timeout: Duration,
+    /// Where a replay sends the messages this worker moves, when not where they were first published.
+    replay_to: Option<(String, String)>,
 }
 
 /// Failed attempts recorded on the message so far (0 for a fresh job).
@@ -39,7 +41,15 @@ impl Republisher {
             topology: topology.clone(),
             worker_id: worker_id.to_owned(),
             confirm_timeout: quern_queue::DEFAULT_CONFIRM_TIMEOUT,
+            replay_to: None,
         })
+    }
+
+    /// Records `exchange` and `routing_key` as the place a replay sends the messages this worker moves, instead
+    /// of where they were first published (a shadow run's copies must not go to the legacy worker again).
+    pub fn replaying_to(mut self, exchange: &str, routing_key: &str) -> Republisher {
+        self.replay_to = Some((exchange.to_owned(), routing_key.to_owned()));
+        self
     }
 
     /// Parks the message in the delay queue of `after`; it returns to the work queue when the delay is over.
@@ -90,10 +100,12 @@ impl Republisher {
         let original = delivery.properties.headers().as_ref();
         let mut table = original.cloned().unwrap_or_else(FieldTable::default);
         let first_failure = headers::get_i64(original, headers::FIRST_FAILURE_AT_MS).unwrap_or(now);
-        let exchange =
-            headers::get_str(original, headers::ORIGINAL_EXCHANGE).unwrap_or_else(|| delivery.exchange.to_string());
-        let routing_key = headers::get_str(original, headers::ORIGINAL_ROUTING_KEY)
-            .unwrap_or_else(|| delivery.routing_key.to_string());
+        let (first_exchange, first_routing_key) = match &self.replay_to {
+            Some((exchange, routing_key)) => (exchange.clone(), routing_key.clone()),
+            None => (delivery.exchange.to_string(), delivery.routing_key.to_string()),
+        };
+        let exchange = headers::get_str(original, headers::ORIGINAL_EXCHANGE).unwrap_or(first_exchange);
+        let routing_key = headers::get_str(original, headers::ORIGINAL_ROUTING_KEY).unwrap_or(first_routing_key);
         headers::set_i64(&mut table, headers::ATTEMPTS, i64::from(failed_attempts));
         headers::set_str(&mut table, headers::ERROR, &failure.detail);
         headers::set_i64(&mut table, headers::FIRST_FAILURE_AT_MS, first_failure);

@@ -7,7 +7,9 @@ import os
 
 from celery import Celery
 
-app = Celery("shop", broker=os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//"))
+app = Celery(
+    "shop", broker=os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//"), include=["shop.tasks"]
+)
 app.conf.update(
     task_serializer="json",
     accept_content=["json"],

@@ -1,5 +1,6 @@
-"""The web tier's ingestion tasks. Their bodies are the legacy implementation Quern replaces; under Quern they
-never run in this process: the web tier only calls ``.delay()``."""
+"""The web tier's ingestion tasks. ``ingest_document``'s body is the legacy implementation Quern replaces
+(:mod:`shop.legacy`): it runs in a legacy Celery worker (``celery -A shop worker``), never in the web tier, which
+only calls ``.delay()``."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from shop.celery import app
 @app.task(name="shop.tasks.ingest_document")
 def ingest_document(
     document_id: Any, text: str, collection: str = "docs", metadata: Any = None, op: str = "upsert"
-) -> None:
-    raise NotImplementedError("the legacy worker's body; Quern runs this task")
+) -> int:
+    from shop.legacy import store
+
+    return store(collection, document_id, text, op)
 
 
 @app.task(name="shop.tasks.ingest_job")

@@ -279,6 +279,13 @@ class ScratchDatabase:
         with psycopg.connect(self.url, autocommit=True) as connection:
             return list(connection.execute(sql, params).fetchall())
 
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Runs a statement that returns no rows."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            connection.execute(sql, params)
+
     def job_statuses(self, job_ids: Sequence[str]) -> dict[str, str]:
         """Job id to status in quern_jobs (jobs not recorded yet are absent); {} before the worker migrated."""
         try:

@@ -6,6 +6,7 @@ mod enqueue;
 pub mod index;
 mod migrate;
 mod search;
+pub mod shadow;
 mod status;
 
 use std::process::ExitCode;
@@ -29,5 +30,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Dlq { command } => dlq::run(command).await,
         Command::Index { command } => index::run(command).await,
+        Command::Shadow { command } => shadow::run(command).await,
     }
 }
