@@ -5,7 +5,8 @@
 #
 # 1. creates (once) a virtual environment in .quern/venv-celery, installing python3-venv with apt-get on a
 #    Debian without it;
-# 2. installs interop/celery/requirements.txt (Celery, pika, psycopg, pytest) from PyPI;
+# 2. installs interop/celery/requirements.txt (Celery, pika, psycopg, pytest) from PyPI, and ./producers/python
+#    (the web tier's producer, for the cut-over);
 # 3. runs pytest in interop/celery.
 #
 # It assumes the services are running (scripts/services.sh) at QUERN_TEST_AMQP_URL and QUERN_TEST_DATABASE_URL
@@ -21,7 +22,8 @@ quern_python_suite_prelude
 venv=".quern/venv-celery"
 quern_make_venv "$venv" "$python"
 quern_log "installing interop/celery/requirements.txt into $venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r interop/celery/requirements.txt >&2
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r interop/celery/requirements.txt \
+    ./producers/python >&2
 
 cd interop/celery
 quern_log "running the Celery suite ($("$QUERN_ROOT/$venv/bin/python" -c 'import celery; print("Celery", celery.__version__)'))"

@@ -8,6 +8,7 @@ helpers (producers/python/tests/support.py), shared rather than copied.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,8 +70,10 @@ def start_worker(
     """Starts quern-worker on the test's prefix, taking the Celery tasks of ``TASKS`` from its Celery queue."""
     workers: list[Worker] = []
 
-    def start(**settings: str) -> Worker:
-        env = {"QUERN_CELERY_QUEUE": celery_queue, "QUERN_CELERY_TASK": TASKS, **settings}
+    def start(celery: bool = True, **settings: str) -> Worker:
+        """``celery=False``: a plain worker, taking Quern jobs only (the Celery queue is the legacy worker's)."""
+        env = {"QUERN_CELERY_QUEUE": celery_queue, "QUERN_CELERY_TASK": TASKS} if celery else {}
+        env.update(settings)
         worker = Worker(prefix, database.url, embedder.url, tmp_path / f"worker-{len(workers)}.log", env)
         workers.append(worker)
         return worker
@@ -78,3 +81,30 @@ def start_worker(
     yield start
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture
+def legacy_worker(
+    database: ScratchDatabase, embedder: FakeEmbedder, celery_queue: str, tmp_path: Path
+) -> Iterator[subprocess.Popen]:  # type: ignore[type-arg]
+    """The legacy Celery worker, consuming the Celery queue (one process, one task at a time)."""
+    database.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    environment = {
+        **os.environ,
+        "LEGACY_DATABASE_URL": database.url,
+        "LEGACY_EMBEDDING_URL": embedder.url,
+        "CELERY_BROKER_URL": os.environ["CELERY_BROKER_URL"],
+    }
+    log = open(tmp_path / "legacy-worker.log", "ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "shop", "worker", "-Q", celery_queue, "--pool", "solo",
+         "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "warning"],
+        cwd=Path(__file__).resolve().parent, env=environment, stdout=log, stderr=log,
+    )
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()

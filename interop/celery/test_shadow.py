@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -16,37 +15,7 @@ from typing import Any, Callable
 import pytest
 from shop.celery import route_to
 from shop.tasks import ingest_document
-from support import AMQP_URL, Broker, FakeEmbedder, ScratchDatabase, Worker, binary, unique_name, wait_until
-
-HERE = Path(__file__).resolve().parent
-
-
-@pytest.fixture
-def legacy_worker(
-    database: ScratchDatabase, embedder: FakeEmbedder, celery_queue: str, tmp_path: Path
-) -> Iterator[subprocess.Popen]:  # type: ignore[type-arg]
-    """The legacy Celery worker, consuming the Celery queue (one process, one task at a time)."""
-    database.execute("CREATE EXTENSION IF NOT EXISTS vector")
-    environment = {
-        **os.environ,
-        "LEGACY_DATABASE_URL": database.url,
-        "LEGACY_EMBEDDING_URL": embedder.url,
-        "CELERY_BROKER_URL": os.environ["CELERY_BROKER_URL"],
-    }
-    log = open(tmp_path / "legacy-worker.log", "ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "shop", "worker", "-Q", celery_queue, "--pool", "solo",
-         "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "warning"],
-        cwd=HERE, env=environment, stdout=log, stderr=log,
-    )
-    yield process
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
-
+from support import Broker, ScratchDatabase, Worker, binary, unique_name, wait_until
 
 @pytest.fixture
 def shadow_topology(broker: Broker, prefix: str, celery_queue: str) -> Iterator[str]:
