@@ -2,6 +2,7 @@
 // The TypeScript twin of crates/quern-producer/src/producer.rs: same message properties and headers, same
 // topology, same rule that a job id is returned only once the broker has confirmed the message.
 import * as amqp from 'amqplib';
+import { Cutover } from './cutover.js';
 import { newJobId, isTraceparent, newTraceparent } from './ids.js';
 import { CONTRACT_VERSION, toJobBody } from './job.js';
 import { declareTopology, topology } from './topology.js';
@@ -167,7 +168,8 @@ export function redactUrl(url) {
 }
 /**
  * Publishes Quern jobs to RabbitMQ. Create one per process with `Producer.connect` and share it: calls may
- * overlap, and all of them use one connection and one confirm channel.
+ * overlap, and all of them use one connection and one confirm channel. `L` and `D` are what the legacy
+ * functions of a cut-over resolve to (`never` without them, so calls resolve to job ids alone).
  */
 export class Producer {
     /** The exchange and queues this producer publishes to. */
@@ -180,17 +182,22 @@ export class Producer {
     session;
     opening;
     closed = false;
-    /** Calls between validation and their last confirm. */
+    cutover;
+    /** Calls between validation and their last confirm or legacy call. */
     inFlight = new Set();
-    constructor(url, options, activeTraceparent) {
+    constructor(url, options, cutover, activeTraceparent) {
         this.url = url;
+        this.cutover = cutover;
         this.topology = topology(options.queuePrefix);
         this.confirmTimeoutMs = options.confirmTimeoutMs;
         this.connectTimeoutMs = options.connectTimeoutMs;
         this.connectionName = options.connectionName;
         this.activeTraceparent = activeTraceparent;
     }
-    /** Connects, declares the topology (idempotently) and enables publisher confirms. */
+    /**
+     * Connects, declares the topology (idempotently) and enables publisher confirms. The options are checked
+     * before connecting: a bad `cutoverPercent`, or one below 100 without `legacy`, rejects at once.
+     */
     static async connect(amqpUrl, options = {}) {
         if (typeof amqpUrl !== 'string' || !/^amqps?:\/\//.test(amqpUrl)) {
             throw new TypeError(`the AMQP URL must start with amqp:// or amqps://, got ${redactUrl(String(amqpUrl))}`);
@@ -201,16 +208,37 @@ export class Producer {
             connectTimeoutMs: positive(options.connectTimeoutMs, 10_000, 'connectTimeoutMs'),
             connectionName: options.connectionName ?? APP_ID,
         };
-        const producer = new Producer(amqpUrl, settings, await loadOpenTelemetry());
+        // Only an absent cutoverPercent means 100: null or NaN is a mistake to report, not a default to apply.
+        const cutover = new Cutover(options.cutoverPercent === undefined ? 100 : options.cutoverPercent, options.legacy ?? undefined, options.legacyDelete ?? undefined);
+        const producer = new Producer(amqpUrl, settings, cutover, await loadOpenTelemetry());
         await producer.live();
         return producer;
     }
-    /** Validates and publishes one job; resolves to its id once the broker has confirmed it. */
-    async enqueue(job, options = {}) {
-        const [jobId] = await this.enqueueMany([job], options);
-        return jobId;
+    /** The share of documents sent to Quern, 0 to 100; the others go through `legacy`. */
+    get cutoverPercent() {
+        return this.cutover.percent;
     }
-    /** Enqueues the deletion of a document and all of its chunks; resolves to the job id once confirmed. */
+    /**
+     * Changes the share of documents sent to Quern, checked as at connect; calls made from now on follow it.
+     * 0 sends every document back to the legacy path at once; raising it moves only the documents whose bucket
+     * lies between the old and the new threshold, and none back.
+     */
+    setCutoverPercent(percent) {
+        this.cutover.percent = percent;
+    }
+    /**
+     * Validates and publishes one job; resolves to its id once the broker has confirmed it. During a cut-over, a
+     * document on the legacy side is handed to `legacy` (or `legacyDelete`) instead, and the call resolves to
+     * what that returned.
+     */
+    async enqueue(job, options = {}) {
+        const [result] = await this.enqueueMany([job], options);
+        return result;
+    }
+    /**
+     * Enqueues the deletion of a document and all of its chunks; resolves to the job id once confirmed, or to
+     * what `legacyDelete` returned for a document on the legacy side.
+     */
     delete(document, options = {}) {
         return this.enqueue({ ...document, op: 'delete' }, options);
     }
@@ -218,25 +246,48 @@ export class Producer {
      * Validates every job first (publishing none if one is invalid), publishes them all, then waits for the
      * confirms together: one round trip for the batch. Resolves to the job ids in order. On a BrokerError some
      * jobs may be queued already; its `unconfirmedJobIds` are the ones to send again (same ids are safe).
+     *
+     * During a cut-over, the routes are checked with the jobs (nothing is sent if a legacy-side delete has no
+     * `legacyDelete`), the Quern share is published as above, and then the legacy-side jobs are handed to the
+     * legacy path one after another in their order; the result holds, in the order of `jobs`, job ids and what
+     * the legacy functions returned.
      */
     async enqueueMany(jobs, options = {}) {
         if (!Array.isArray(jobs))
             throw new TypeError('enqueueMany takes an array of jobs');
         const bodies = jobs.map((job) => toJobBody(job, newJobId));
-        const encoded = bodies.map((body) => ({ jobId: body.job_id, content: Buffer.from(JSON.stringify(body)) }));
-        const jobIds = encoded.map((e) => e.jobId);
-        if (jobIds.length === 0)
+        if (bodies.length === 0)
             return [];
+        const routes = this.cutover.routes(bodies);
         // close() waits for the calls in flight, so that a job handed to enqueue before close() is not dropped.
-        const call = this.publish(encoded, options);
+        const call = this.dispatch(bodies, routes, options);
         this.inFlight.add(call);
         try {
-            await call;
+            return await call;
         }
         finally {
             this.inFlight.delete(call);
         }
-        return jobIds;
+    }
+    /**
+     * Publishes the Quern share, then hands the rest to the legacy path. Quern first: if the broker fails, the
+     * caller sends the whole call again, and the legacy path, which may not be idempotent, has not seen it yet.
+     */
+    async dispatch(bodies, routes, options) {
+        const quern = bodies.filter((_, i) => routes[i]);
+        // Closed is closed on both sides: a legacy-side call after close() fails as a Quern-side one does.
+        if (this.closed)
+            throw new BrokerError('CLOSED', 'the producer is closed', { jobIds: quern.map((b) => b.job_id) });
+        if (quern.length > 0) {
+            const encoded = quern.map((body) => ({ jobId: body.job_id, content: Buffer.from(JSON.stringify(body)) }));
+            await this.publish(encoded, options);
+        }
+        const results = [];
+        // One at a time, in order: an upsert then a delete of one document must reach the legacy path that way.
+        for (const [i, body] of bodies.entries()) {
+            results.push(routes[i] ? body.job_id : await this.cutover.handOver(body));
+        }
+        return results;
     }
     async publish(encoded, options) {
         const jobIds = encoded.map((e) => e.jobId);

@@ -27,6 +27,15 @@ export {
   type JsonValue,
   type UpsertInput,
 } from './job.js';
+export {
+  cutoverBucket,
+  goesToQuern,
+  CUTOVER_BUCKETS,
+  type LegacyDelete,
+  type LegacyDocument,
+  type LegacyEnqueue,
+  type LegacyJob,
+} from './cutover.js';
 export { newJobId, jobIdTime, isTraceparent, newTraceparent } from './ids.js';
 export {
   topology,

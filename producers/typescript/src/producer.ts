@@ -5,12 +5,16 @@
 import * as amqp from 'amqplib';
 import type { ChannelModel, ConfirmChannel, Options } from 'amqplib';
 
+import { Cutover, type LegacyDelete, type LegacyEnqueue } from './cutover.js';
 import { newJobId, isTraceparent, newTraceparent } from './ids.js';
-import { CONTRACT_VERSION, toJobBody, type DeleteInput, type JobInput } from './job.js';
+import { CONTRACT_VERSION, toJobBody, type DeleteInput, type JobBody, type JobInput } from './job.js';
 import { declareTopology, topology, type Topology } from './topology.js';
 
-/** Where and how to publish. */
-export interface ProducerOptions {
+/**
+ * Where and how to publish, and, during a cut-over from a legacy worker, what to send where. `L` and `D` are
+ * what `legacy` and `legacyDelete` resolve to: without them a call resolves to a job id, as before cut-overs.
+ */
+export interface ProducerOptions<L = unknown, D = unknown> {
   /** Prefix of the exchange and queue names (default `quern`), as the workers' `QUERN_QUEUE_PREFIX`. */
   queuePrefix?: string;
   /** How long to wait for the broker's confirm of a publish or a batch (default 30 000 ms, as in Rust). */
@@ -19,7 +23,22 @@ export interface ProducerOptions {
   connectTimeoutMs?: number;
   /** Name shown for the connection in RabbitMQ's management UI (default `quern-producer`). */
   connectionName?: string;
+  /**
+   * Share of documents sent to Quern, 0 to 100 (default 100: all of them), chosen per document by a stable
+   * hash (see `cutoverBucket`); the others go through `legacy`. Changeable later with `setCutoverPercent`.
+   */
+  cutoverPercent?: number;
+  /**
+   * The legacy ingestion path, required below 100%: a document on its side is handed to it, nothing is
+   * published, and `enqueue` resolves to what it returned.
+   */
+  legacy?: LegacyEnqueue<L> | null;
+  /** The legacy path's delete; without it, deleting a document on the legacy side rejects. */
+  legacyDelete?: LegacyDelete<D> | null;
 }
+
+/** The settings that stay fixed for a producer's life; the cut-over is kept apart since it changes. */
+type Settings = Required<Omit<ProducerOptions, 'cutoverPercent' | 'legacy' | 'legacyDelete'>>;
 
 /** Per-call options. */
 export interface EnqueueOptions {
@@ -228,9 +247,10 @@ export function redactUrl(url: string): string {
 
 /**
  * Publishes Quern jobs to RabbitMQ. Create one per process with `Producer.connect` and share it: calls may
- * overlap, and all of them use one connection and one confirm channel.
+ * overlap, and all of them use one connection and one confirm channel. `L` and `D` are what the legacy
+ * functions of a cut-over resolve to (`never` without them, so calls resolve to job ids alone).
  */
-export class Producer {
+export class Producer<L = never, D = never> {
   /** The exchange and queues this producer publishes to. */
   readonly topology: Topology;
   private readonly url: string;
@@ -241,11 +261,13 @@ export class Producer {
   private session: Session | undefined;
   private opening: Promise<Session> | undefined;
   private closed = false;
-  /** Calls between validation and their last confirm. */
-  private readonly inFlight = new Set<Promise<void>>();
+  private readonly cutover: Cutover<L, D>;
+  /** Calls between validation and their last confirm or legacy call. */
+  private readonly inFlight = new Set<Promise<unknown>>();
 
-  private constructor(url: string, options: Required<ProducerOptions>, activeTraceparent: ActiveTraceparent) {
+  private constructor(url: string, options: Settings, cutover: Cutover<L, D>, activeTraceparent: ActiveTraceparent) {
     this.url = url;
+    this.cutover = cutover;
     this.topology = topology(options.queuePrefix);
     this.confirmTimeoutMs = options.confirmTimeoutMs;
     this.connectTimeoutMs = options.connectTimeoutMs;
@@ -253,54 +275,110 @@ export class Producer {
     this.activeTraceparent = activeTraceparent;
   }
 
-  /** Connects, declares the topology (idempotently) and enables publisher confirms. */
-  static async connect(amqpUrl: string, options: ProducerOptions = {}): Promise<Producer> {
+  /**
+   * Connects, declares the topology (idempotently) and enables publisher confirms. The options are checked
+   * before connecting: a bad `cutoverPercent`, or one below 100 without `legacy`, rejects at once.
+   */
+  static async connect<L = never, D = never>(
+    amqpUrl: string,
+    options: ProducerOptions<L, D> = {},
+  ): Promise<Producer<L, D>> {
     if (typeof amqpUrl !== 'string' || !/^amqps?:\/\//.test(amqpUrl)) {
       throw new TypeError(`the AMQP URL must start with amqp:// or amqps://, got ${redactUrl(String(amqpUrl))}`);
     }
-    const settings: Required<ProducerOptions> = {
+    const settings: Settings = {
       queuePrefix: options.queuePrefix ?? 'quern',
       confirmTimeoutMs: positive(options.confirmTimeoutMs, 30_000, 'confirmTimeoutMs'),
       connectTimeoutMs: positive(options.connectTimeoutMs, 10_000, 'connectTimeoutMs'),
       connectionName: options.connectionName ?? APP_ID,
     };
-    const producer = new Producer(amqpUrl, settings, await loadOpenTelemetry());
+    // Only an absent cutoverPercent means 100: null or NaN is a mistake to report, not a default to apply.
+    const cutover = new Cutover<L, D>(
+      options.cutoverPercent === undefined ? 100 : options.cutoverPercent,
+      options.legacy ?? undefined,
+      options.legacyDelete ?? undefined,
+    );
+    const producer = new Producer<L, D>(amqpUrl, settings, cutover, await loadOpenTelemetry());
     await producer.live();
     return producer;
   }
 
-  /** Validates and publishes one job; resolves to its id once the broker has confirmed it. */
-  async enqueue(job: JobInput, options: EnqueueOptions = {}): Promise<string> {
-    const [jobId] = await this.enqueueMany([job], options);
-    return jobId!;
+  /** The share of documents sent to Quern, 0 to 100; the others go through `legacy`. */
+  get cutoverPercent(): number {
+    return this.cutover.percent;
   }
 
-  /** Enqueues the deletion of a document and all of its chunks; resolves to the job id once confirmed. */
-  delete(document: Omit<DeleteInput, 'op'>, options: EnqueueOptions = {}): Promise<string> {
-    return this.enqueue({ ...document, op: 'delete' }, options);
+  /**
+   * Changes the share of documents sent to Quern, checked as at connect; calls made from now on follow it.
+   * 0 sends every document back to the legacy path at once; raising it moves only the documents whose bucket
+   * lies between the old and the new threshold, and none back.
+   */
+  setCutoverPercent(percent: number): void {
+    this.cutover.percent = percent;
+  }
+
+  /**
+   * Validates and publishes one job; resolves to its id once the broker has confirmed it. During a cut-over, a
+   * document on the legacy side is handed to `legacy` (or `legacyDelete`) instead, and the call resolves to
+   * what that returned.
+   */
+  async enqueue(job: JobInput, options: EnqueueOptions = {}): Promise<string | L | D> {
+    const [result] = await this.enqueueMany([job], options);
+    return result!;
+  }
+
+  /**
+   * Enqueues the deletion of a document and all of its chunks; resolves to the job id once confirmed, or to
+   * what `legacyDelete` returned for a document on the legacy side.
+   */
+  delete(document: Omit<DeleteInput, 'op'>, options: EnqueueOptions = {}): Promise<string | D> {
+    return this.enqueue({ ...document, op: 'delete' }, options) as Promise<string | D>;
   }
 
   /**
    * Validates every job first (publishing none if one is invalid), publishes them all, then waits for the
    * confirms together: one round trip for the batch. Resolves to the job ids in order. On a BrokerError some
    * jobs may be queued already; its `unconfirmedJobIds` are the ones to send again (same ids are safe).
+   *
+   * During a cut-over, the routes are checked with the jobs (nothing is sent if a legacy-side delete has no
+   * `legacyDelete`), the Quern share is published as above, and then the legacy-side jobs are handed to the
+   * legacy path one after another in their order; the result holds, in the order of `jobs`, job ids and what
+   * the legacy functions returned.
    */
-  async enqueueMany(jobs: readonly JobInput[], options: EnqueueOptions = {}): Promise<string[]> {
+  async enqueueMany(jobs: readonly JobInput[], options: EnqueueOptions = {}): Promise<(string | L | D)[]> {
     if (!Array.isArray(jobs)) throw new TypeError('enqueueMany takes an array of jobs');
     const bodies = jobs.map((job) => toJobBody(job, newJobId));
-    const encoded = bodies.map((body) => ({ jobId: body.job_id, content: Buffer.from(JSON.stringify(body)) }));
-    const jobIds = encoded.map((e) => e.jobId);
-    if (jobIds.length === 0) return [];
+    if (bodies.length === 0) return [];
+    const routes = this.cutover.routes(bodies);
 
     // close() waits for the calls in flight, so that a job handed to enqueue before close() is not dropped.
-    const call = this.publish(encoded, options);
+    const call = this.dispatch(bodies, routes, options);
     this.inFlight.add(call);
     try {
-      await call;
+      return await call;
     } finally {
       this.inFlight.delete(call);
     }
-    return jobIds;
+  }
+
+  /**
+   * Publishes the Quern share, then hands the rest to the legacy path. Quern first: if the broker fails, the
+   * caller sends the whole call again, and the legacy path, which may not be idempotent, has not seen it yet.
+   */
+  private async dispatch(bodies: JobBody[], routes: boolean[], options: EnqueueOptions): Promise<(string | L | D)[]> {
+    const quern = bodies.filter((_, i) => routes[i]);
+    // Closed is closed on both sides: a legacy-side call after close() fails as a Quern-side one does.
+    if (this.closed) throw new BrokerError('CLOSED', 'the producer is closed', { jobIds: quern.map((b) => b.job_id) });
+    if (quern.length > 0) {
+      const encoded = quern.map((body) => ({ jobId: body.job_id, content: Buffer.from(JSON.stringify(body)) }));
+      await this.publish(encoded, options);
+    }
+    const results: (string | L | D)[] = [];
+    // One at a time, in order: an upsert then a delete of one document must reach the legacy path that way.
+    for (const [i, body] of bodies.entries()) {
+      results.push(routes[i] ? body.job_id : await this.cutover.handOver(body));
+    }
+    return results;
   }
 
   private async publish(encoded: { jobId: string; content: Buffer }[], options: EnqueueOptions): Promise<void> {
