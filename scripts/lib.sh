@@ -139,6 +139,20 @@ quern_wait_for() {
     done
 }
 
+# PgBouncer, which the Postgres TLS tests (crates/quern-store/tests/tls.rs) start, TLS-only, in front of the test
+# server: installed with apt-get when missing. Debian's package may start its own service on port 6432; the tests
+# use their own instances on free ports, not that one.
+quern_ensure_pgbouncer() {
+    if quern_have pgbouncer || [[ -x /usr/sbin/pgbouncer ]]; then
+        return 0
+    fi
+    quern_have apt-get || quern_die "pgbouncer is not installed and there is no apt-get to install it; the Postgres TLS tests need it"
+    quern_log "installing pgbouncer with apt-get (for the Postgres TLS tests)"
+    quern_as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || true
+    quern_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >&2 ||
+        quern_die "apt-get install pgbouncer failed; the Postgres TLS tests need it"
+}
+
 # The features and targets every `cargo test` of the suites builds with (scripts/test.sh, scripts/chaos.sh): one
 # feature set and one profile, so the workspace compiles once.
 QUERN_CARGO_FEATURES=(--features quern-worker/otlp)
@@ -146,7 +160,7 @@ QUERN_CARGO_TEST_FLAGS=(--workspace --all-targets "${QUERN_CARGO_FEATURES[@]}")
 
 # What the test and fault-injection suites need before `cargo test`: in CI, a database without fsync and no
 # incremental builds; the services started (unless QUERN_TEST_AMQP_URL and QUERN_TEST_DATABASE_URL are both
-# set) and their URLs exported for the tests; the local model in its cache; cargo on PATH, installed with rustup
+# set) and their URLs exported for the tests; the local model in its cache; pgbouncer; cargo on PATH, installed with rustup
 # on a fresh machine.
 quern_prepare_tests() {
     cd "$QUERN_ROOT" || quern_die "cannot enter $QUERN_ROOT"
@@ -174,6 +188,7 @@ quern_prepare_tests() {
     # quern-embedder's tests and the quickstart's semantic search test run the real model: fetched once into the
     # cache (84 MB, verified by digest), only verified on later runs.
     bash scripts/fetch-model.sh >/dev/null
+    quern_ensure_pgbouncer
 
     # The Rust toolchain: on PATH, or installed by rustup but not on PATH in this
     # (non-login) shell, or -- on a fresh machine without one -- installed now.

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use quern_config::{BrokerArgs, DatabaseArgs, EmbeddingArgs};
 use quern_store::VectorStorage;
-use quern_worker::config::{BrokerArgs, DatabaseArgs, EmbeddingArgs};
 
 /// Enqueue documents for Quern workers, follow their jobs, and search what they stored.
 #[derive(Debug, Parser)]
@@ -12,6 +12,39 @@ use quern_worker::config::{BrokerArgs, DatabaseArgs, EmbeddingArgs};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// TOML file of settings, the fleet's own (`quern-worker --config`): keyed by flag name (`database_url`,
+    /// `queue_prefix`, `retry_tiers`, …). Flags and environment variables win over it; keys no command here
+    /// takes (the worker's `prefetch`, say) are passed over.
+    #[arg(long, env = "QUERN_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl Cli {
+    /// Parses the command line, the environment and the config file (flags > environment > file > defaults);
+    /// exits with clap's message and status 2 when something is wrong, naming the file when a value was its.
+    pub fn load() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        use quern_config::file;
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        let env = |name: &str| std::env::var(name).ok();
+        let command = Cli::command();
+        let matches = match file::config_path(&args, &env) {
+            None => command.get_matches_from(args),
+            Some(path) => {
+                let (command, used) = file::read_table(&path)
+                    .and_then(|table| file::with_file_defaults(command.clone(), &table, &path))
+                    .unwrap_or_else(|message| {
+                        command.clone().error(clap::error::ErrorKind::InvalidValue, message).exit()
+                    });
+                let typed: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+                command
+                    .clone()
+                    .try_get_matches_from(args)
+                    .unwrap_or_else(|error| file::explain(error, &command, &used, &path, &typed, &env).exit())
+            }
+        };
+        Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,6 +132,15 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::commands::index::IndexCommand,
     },
+    /// Prune finished jobs and the tombstones of deleted documents past their retention, as the workers do every
+    /// --prune-every under their maintenance lease; `--dry-run` counts what would go.
+    ///
+    /// Finished jobs (succeeded or dead) go once unchanged for --job-retention; unfinished ones stay. A deleted
+    /// document's tombstone goes once older than --tombstone-retention, derived from --max-attempts and
+    /// --retry-tiers unless given: by then no job older than the delete can still arrive. Each batch of
+    /// --prune-batch-rows rows is a short transaction of its own that skips rows a writer holds, so workers carry
+    /// on meanwhile. The run is recorded for `quern status`.
+    Prune(crate::commands::prune::PruneArgs),
     /// Shadow runs beside a legacy worker (`quern-worker --shadow`): compare what each stored.
     Shadow {
         #[command(subcommand)]

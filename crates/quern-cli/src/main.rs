@@ -1,4 +1,4 @@
-//! `quern`: the operator's and producer's command line (migrate, enqueue, status, search, delete, dlq, index, shadow).
+//! `quern`: the operator's and producer's command line (migrate, enqueue, status, search, delete, dlq, index, prune, shadow).
 
 mod cli;
 mod commands;
@@ -8,11 +8,9 @@ mod retry;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::load();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,lapin=off"));
     // Colour only on a terminal, and never with NO_COLOR set (https://no-color.org): not in a redirected log.

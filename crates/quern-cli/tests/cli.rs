@@ -57,7 +57,7 @@ async fn migrate_enqueue_wait_status_and_search() {
     let env = Env::start("cli").await;
     let first = env.quern(&["migrate"]).await;
     assert!(first.status.success(), "{first:?}");
-    assert!(stdout(&first).contains("applied migrations [1, 2, 3, 4, 5] (vector dimension"), "{}", stdout(&first));
+    assert!(stdout(&first).contains("applied migrations [1, 2, 3, 4, 5, 6] (vector dimension"), "{}", stdout(&first));
     assert!(stdout(&first).contains("stored as vector"), "{}", stdout(&first));
     let second = env.quern(&["migrate"]).await;
     assert!(second.status.success());

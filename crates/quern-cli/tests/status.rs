@@ -302,3 +302,82 @@ async fn jobs_are_counted_for_the_queue_prefix_shown_only() {
 
     db.drop_database().await;
 }
+
+/// The fleet's config file, as `quern-worker --print-config` writes it, read by `quern --config`: the settings both
+/// take (queue prefix, database, retry tiers) are used, the worker's own (`prefetch`) passed over. The broker's
+/// password comes from a file, as a Kubernetes secret is mounted, and is needed: the broker refuses the user
+/// without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reads_the_workers_config_file_and_a_password_file() {
+    quern_testkit::init_tracing();
+    let queues = TestQueues::new("statusfile");
+    let db = TestDatabase::create(TEST_DIM).await;
+    publish_three(&queues).await;
+    insert_jobs(&db, Some(&queues), "succeeded", None, 1.0, 2).await;
+    let prefix = queues.topology.prefix().to_owned();
+    let flags =
+        ["--queue-prefix", &prefix, "--database-url", &db.url, "--retry-tiers", "100ms,200ms", "--prefetch", "64"];
+    let args = std::iter::once("quern-worker").chain(flags).map(std::ffi::OsString::from).collect();
+    let rendered = quern_worker::config_file::load(args).expect("worker flags").render();
+    assert!(rendered.contains("prefetch = 64"), "{rendered}");
+
+    let dir = std::env::temp_dir().join(format!("quern-cli-config-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (config_file, password_file) = (dir.join("fleet.toml"), dir.join("amqp-password"));
+    std::fs::write(&config_file, &rendered).expect("write config");
+    let amqp = quern_testkit::amqp_url();
+    let (scheme, rest) = amqp.split_once("://").expect("a URL");
+    let (userinfo, host) = rest.split_once('@').expect("the test broker URL names a user");
+    let (user, password) = userinfo.split_once(':').expect("and a password");
+    std::fs::write(&password_file, format!("{password}\n")).expect("write password");
+    let user_only = format!("{scheme}://{user}@{host}");
+
+    let status = |amqp_url: &str| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_quern"));
+        command
+            .args(["status", "--json", "--config"])
+            .arg(&config_file)
+            .env("QUERN_AMQP_URL", amqp_url)
+            .env_remove("QUERN_QUEUE_PREFIX")
+            .env_remove("QUERN_DATABASE_URL")
+            .env_remove("QUERN_RETRY_TIERS")
+            .env_remove("QUERN_CONFIG")
+            .env("QUERN_AMQP_PASSWORD_FILE", &password_file);
+        async move { command.output().await.expect("run quern") }
+    };
+
+    let output = status(&user_only).await;
+    assert!(output.status.success(), "{output:?}");
+    let overview = json_of(&output);
+    assert_eq!(overview["queue_prefix"], prefix);
+    let names: Vec<String> = queue_rows(&overview).into_iter().map(|(name, _, _)| name).collect();
+    assert_eq!(
+        names,
+        [
+            format!("{prefix}.ingest"),
+            format!("{prefix}.retry.100ms"),
+            format!("{prefix}.retry.200ms"),
+            format!("{prefix}.dead")
+        ],
+        "the file's prefix and retry tiers"
+    );
+    assert_eq!(overview["jobs"]["succeeded"], 2, "the file's database: {overview}");
+
+    // The file's password is the one sent: a wrong one is refused by the broker. (A URL without a password and
+    // no file would not show it: the AMQP client then sends `guest`, the test broker's password.)
+    std::fs::write(&password_file, "not-the-password\n").expect("write password");
+    let refused = status(&user_only).await;
+    assert_eq!(refused.status.code(), Some(1), "a wrong password, no broker: {refused:?}");
+    assert!(json_of(&refused)["queues"].is_null());
+    assert_eq!(json_of(&refused)["jobs"]["succeeded"], 2, "the database half still answers");
+
+    let twice = status(&amqp).await;
+    assert_eq!(twice.status.code(), Some(1), "{twice:?}");
+    let message = stderr(&twice);
+    assert!(message.contains("--amqp-password-file") && message.contains("holds a password already"), "{message}");
+    assert!(!message.contains(&format!(":{password}@")), "no password in the message: {message}");
+
+    std::fs::remove_dir_all(&dir).expect("remove temp dir");
+    queues.delete().await;
+    db.drop_database().await;
+}

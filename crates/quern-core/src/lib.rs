@@ -6,6 +6,7 @@
 //! - [`topology`]: the exchange, queue and routing-key names every component derives from one prefix;
 //! - [`outcome`]: a message's fate and the error classes that decide it;
 //! - [`retry`]: the job-level retry policy (attempts, delay tiers) as a value;
+//! - [`retention`]: how long a job's message can still arrive, and so how long tombstones are kept;
 //! - [`backoff`]: growing, jittered pauses between attempts, for every retry loop;
 //! - [`error_text`]: errors in an operator's words;
 //! - [`limits`]: the largest job a worker accepts;
@@ -22,6 +23,7 @@ pub mod job;
 pub mod limits;
 pub mod metric_names;
 pub mod outcome;
+pub mod retention;
 pub mod retry;
 pub mod topology;
 pub mod trace;

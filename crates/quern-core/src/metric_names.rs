@@ -49,6 +49,9 @@ pub const DB_WRITE_GROUP_JOBS: &str = "quern_db_write_group_jobs";
 pub const SEGMENT_STEPS: &str = "quern_segment_maintenance_steps_total";
 /// Histogram, label `step` (`built`, `merged`): duration of an index build or a merge (copy, build and swap).
 pub const SEGMENT_STEP_SECONDS: &str = "quern_segment_maintenance_duration_seconds";
+/// Counter, label `table` (`quern_jobs`, `quern_document_heads`): rows pruned by retention (finished jobs past
+/// --job-retention, tombstones past --tombstone-retention), by this process.
+pub const PRUNED_ROWS: &str = "quern_pruned_rows_total";
 /// Gauge, label `queue` (`ingest`, `dead`, `retry.<delay>`): messages ready, polled from the broker.
 pub const QUEUE_MESSAGES: &str = "quern_queue_messages";
 /// Counter: broker sessions rebuilt after a failure.

@@ -41,6 +41,10 @@ pub enum EmbedError {
     /// The client settings cannot work (bad URL, bad header value).
     #[error("embedding client misconfigured: {0}")]
     Config(String),
+    /// A fault inside this process, neither the settings' nor the provider's nor a job's (the pool's dispatcher
+    /// stopped): passing trouble for the job, which the worker gives back rather than dead-letters.
+    #[error("internal error in the embedding pool: {0}")]
+    Internal(String),
     /// The provider refuses every request for now (this is what it last answered); the request was not sent.
     /// No job is at fault: the pool holds requests back and probes the provider until it answers.
     #[error("{0}")]
@@ -87,7 +91,7 @@ impl EmbedError {
                     }
                 }
             },
-            EmbedError::Timeout(_) | EmbedError::Transport { .. } => Blame::Passing,
+            EmbedError::Timeout(_) | EmbedError::Transport { .. } | EmbedError::Internal(_) => Blame::Passing,
             EmbedError::InvalidResponse(_) => Blame::Unclear,
             EmbedError::Config(_) | EmbedError::Unavailable(_) => Blame::Provider,
         }
@@ -114,7 +118,13 @@ impl EmbedError {
             EmbedError::Transport { .. } => "embedding_unreachable",
             EmbedError::InvalidResponse(_) => "embedding_invalid_response",
             EmbedError::Config(_) => "embedding_config",
+            EmbedError::Internal(_) => "embedding_internal",
         }
+    }
+
+    /// Whether the fault is inside this process ([`EmbedError::Internal`]): no job is to blame for it.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, EmbedError::Internal(_))
     }
 
     /// How long the provider asked us to wait, when it did.
@@ -173,6 +183,15 @@ mod tests {
         assert_eq!(too_long.blame(), Blame::Inputs);
         assert_eq!(status(400, "Bad Request").blame(), Blame::Unclear);
         assert_eq!(EmbedError::InvalidResponse("2 embeddings for 3 inputs".into()).blame(), Blame::Unclear);
+    }
+
+    #[test]
+    fn a_fault_inside_the_pool_is_passing_trouble_not_the_providers() {
+        let stopped = EmbedError::Internal("the embedding dispatcher has stopped".into());
+        assert_eq!((stopped.blame(), stopped.class()), (Blame::Passing, ErrorClass::Transient));
+        assert_eq!(stopped.reason(), "embedding_internal");
+        assert!(stopped.is_internal());
+        assert!(!EmbedError::Config("bad URL".into()).is_internal());
     }
 
     #[test]

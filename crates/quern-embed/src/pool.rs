@@ -104,13 +104,13 @@ impl EmbeddingPool {
             let (reply, answer) = oneshot::channel();
             self.queue
                 .send(Pending { text: (*text).into(), reply })
-                .map_err(|_| EmbedError::Config("the embedding dispatcher has stopped".into()))?;
+                .map_err(|_| EmbedError::Internal("the embedding dispatcher has stopped".into()))?;
             answers.push(answer);
         }
         let mut vectors = Vec::with_capacity(texts.len());
         for answer in answers {
             let vector =
-                answer.await.map_err(|_| EmbedError::Config("the embedding dispatcher dropped a chunk".into()))??;
+                answer.await.map_err(|_| EmbedError::Internal("the embedding dispatcher dropped a chunk".into()))??;
             vectors.push(vector);
         }
         Ok(vectors)

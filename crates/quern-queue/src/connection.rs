@@ -1,26 +1,70 @@
-//! Opening AMQP connections, and showing their URLs without the password.
+//! Opening AMQP connections (`amqp://`, or `amqps://` with the TLS settings of [`crate::tls`]), and showing their
+//! URLs without the password.
 
 use std::str::FromStr;
 
-use lapin::uri::AMQPUri;
+use lapin::tcp::{AMQPUriTcpExt, TLSConfig};
+use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{Connection, ConnectionProperties};
 
 use crate::error::describe;
+use crate::tls::TlsSettings;
 use crate::QueueError;
 
-/// Connects to `url`; `name` shows in the management UI's connection list (e.g. `quern-worker@host`).
+/// Connects to `url`; `name` shows in the management UI's connection list (e.g. `quern-worker@host`). An
+/// `amqps://` URL connects over TLS, with the settings in its query (see [`crate::tls`]).
 pub async fn connect(url: &str, name: &str) -> Result<Connection, QueueError> {
-    check_url(url)?;
+    let uri = parse_url(url)?;
+    let settings = TlsSettings::from_url(url)?;
+    let tls = match &settings {
+        Some(settings) => {
+            if !settings.verify_peer {
+                tracing::warn!(
+                    "TLS without certificate verification (verify=verify_none): anyone between here and {} can \
+                     pose as the broker",
+                    uri.authority.host
+                );
+            }
+            let server_name = settings.server_name.clone().unwrap_or_else(|| uri.authority.host.clone());
+            Some((settings.connector()?, server_name))
+        }
+        None => None,
+    };
+    let host = uri.authority.host.clone();
+    let failed = |error: lapin::Error| {
+        let reason = match (error.kind(), &settings) {
+            (lapin::ErrorKind::IOError(io), Some(settings)) => settings.explain(io, &host),
+            _ => None,
+        };
+        QueueError::Connect { url: redact_url(url), reason: reason.unwrap_or_else(|| describe(&error)) }
+    };
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(url, properties)
-        .await
-        .map_err(|error| QueueError::Connect { url: redact_url(url), reason: describe(&error) })
+    let runtime = lapin::runtime::default_runtime().map_err(failed)?;
+    // lapin's own way to a socket (name resolution, TCP), then the TLS handshake with Quern's connector; lapin
+    // calls this again when it recovers a connection.
+    let open = async move |mut uri: AMQPUri, runtime| {
+        uri.scheme = AMQPScheme::AMQP;
+        let stream = uri.connect_with_config_async(TLSConfig::default(), &runtime).await?;
+        match &tls {
+            None => Ok(stream),
+            Some((connector, server_name)) => Ok(stream.into_rustls(connector, server_name).await?),
+        }
+    };
+    Connection::connector(uri, runtime, open, properties).await.map_err(failed)
 }
 
-/// Fails when `url` is not an AMQP URL lapin can use: a mistake no retry can fix, so callers check it before
-/// they start waiting for the broker.
+/// Fails when `url` is not an AMQP URL lapin can use, or its TLS settings cannot be (a file that cannot be
+/// read, say): a mistake no retry can fix, so callers check it before they start waiting for the broker.
 pub fn check_url(url: &str) -> Result<(), QueueError> {
-    AMQPUri::from_str(url).map(drop).map_err(|reason| {
+    parse_url(url)?;
+    if let Some(settings) = TlsSettings::from_url(url)? {
+        settings.connector()?;
+    }
+    Ok(())
+}
+
+fn parse_url(url: &str) -> Result<AMQPUri, QueueError> {
+    AMQPUri::from_str(url).map_err(|reason| {
         // The parser's messages may quote the whole URL, password included: keep those out.
         let reason = if reason.contains('\'') || reason.contains(url) { "not an AMQP URL".to_owned() } else { reason };
         let expected = "expected amqp://user:password@host:port/vhost";

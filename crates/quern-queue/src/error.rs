@@ -18,6 +18,13 @@ pub enum QueueError {
     /// can be told apart and hidden.
     #[error("invalid RabbitMQ URL: {0}")]
     InvalidUrl(String),
+    /// The URL's TLS parameters cannot be used (a missing file, a key that is not the certificate's, an unknown
+    /// `verify` value): no retry can fix them. A refused certificate during the handshake is a [`Connect`]
+    /// error instead, since the broker's side may change.
+    ///
+    /// [`Connect`]: QueueError::Connect
+    #[error("invalid RabbitMQ TLS settings: {0}")]
+    Tls(String),
     /// A channel or protocol operation failed; the channel is usually gone afterwards.
     #[error("RabbitMQ {operation} failed: {}", describe(cause))]
     Broker {
@@ -59,9 +66,10 @@ impl QueueError {
             | QueueError::Nacked { .. }
             | QueueError::ConfirmTimeout(_) => ErrorClass::Transient,
             // Publishing again to the same place gives the same answer.
-            QueueError::Unroutable { .. } | QueueError::ConfirmNotRequested | QueueError::InvalidUrl(_) => {
-                ErrorClass::Permanent
-            }
+            QueueError::Unroutable { .. }
+            | QueueError::ConfirmNotRequested
+            | QueueError::InvalidUrl(_)
+            | QueueError::Tls(_) => ErrorClass::Permanent,
         }
     }
 

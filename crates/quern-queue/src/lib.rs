@@ -1,6 +1,8 @@
 //! Quern's RabbitMQ adapter (lapin 4).
 //!
 //! - [`connection`]: connecting with a name the management UI shows, without ever printing the URL's password;
+//! - [`tls`]: `amqps://` with the TLS parameters of RabbitMQ's own client in the URL (`cacertfile`, `certfile`,
+//!   `keyfile`, `verify`, `server_name_indication`);
 //! - [`topology`]: declaring the work exchange, the quorum ingest, delay and dead-letter queues, idempotently,
 //!   with arguments that never change (a queue's arguments are fixed once it exists);
 //! - [`publish`]: persistent, mandatory publishes whose broker confirm is awaited (nack, return or a missing confirm is an error);
@@ -16,6 +18,7 @@ pub mod depth;
 pub mod error;
 pub mod headers;
 pub mod publish;
+pub mod tls;
 pub mod topology;
 
 pub use connection::{connect, redact_url};

@@ -44,6 +44,11 @@ pub enum WriteResult {
     Applied,
     /// A later job already wrote the document; this one changed nothing (and still succeeded).
     Superseded,
+    /// An upsert of a document without a version (never written, or its tombstone was pruned) whose own version
+    /// is not newer than the newest tombstone pruned: it may be older than a delete that was forgotten, so it
+    /// changed nothing and is not recorded as succeeded. See [`crate::retention`] (the stale-job rule). A delete
+    /// in that position is [`WriteResult::Superseded`]: the document is absent, as it asks.
+    Stale,
 }
 
 /// What is stored about a document, to decide how much of a re-ingest needs new vectors.
@@ -99,7 +104,7 @@ impl Store {
     pub async fn commit_documents(&self, commits: &[DocumentCommit]) -> Result<Vec<WriteResult>, StoreError> {
         let mut keys = std::collections::HashSet::new();
         if let Some(twice) = commits.iter().find(|c| !keys.insert((&c.collection, &c.document_id))) {
-            return Err(StoreError::Config(format!(
+            return Err(StoreError::Internal(format!(
                 "two writes to document {}/{} in one transaction",
                 twice.collection, twice.document_id
             )));
@@ -111,18 +116,19 @@ impl Store {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(StoreError::db("begin"))?;
             let claimed = claim_versions(&tx, commits).await?;
-            let applied: Vec<&DocumentCommit> =
-                commits.iter().zip(&claimed).filter(|(_, claimed)| **claimed).map(|(c, _)| c).collect();
+            let applied: Vec<&DocumentCommit> = commits
+                .iter()
+                .zip(&claimed)
+                .filter(|(_, claimed)| **claimed == WriteResult::Applied)
+                .map(|(c, _)| c)
+                .collect();
             upsert_documents(&tx, &applied).await?;
             delete_chunks(&tx, &applied).await?;
             delete_documents(&tx, &applied).await?;
             insert_chunks(&tx, &applied).await?;
             mark_succeeded(&tx, commits, &claimed).await?;
             tx.commit().await.map_err(StoreError::db("commit"))?;
-            Ok(claimed
-                .into_iter()
-                .map(|claimed| if claimed { WriteResult::Applied } else { WriteResult::Superseded })
-                .collect())
+            Ok(claimed)
         })
         .await
     }
@@ -230,9 +236,13 @@ fn count_i32(n: usize) -> i32 {
 }
 
 /// Locks every document of the group until commit, in one global order (by lock key), then moves each head to
-/// its job's version unless the head is already later. Returns, per commit, whether the job may write. The
-/// advisory lock serialises writers of one document even before its head row exists.
-async fn claim_versions(tx: &Transaction<'_>, commits: &[DocumentCommit]) -> Result<Vec<bool>, StoreError> {
+/// its job's version unless the head is already later. Returns, per commit, whether the job may write
+/// ([`WriteResult::Applied`]), a later job wrote the document or a stale delete finds it absent
+/// ([`WriteResult::Superseded`]), or the upsert is stale: no head, and a version not newer than the pruning
+/// watermark ([`WriteResult::Stale`], see [`crate::retention`]).
+/// The advisory lock serialises writers of one document even before its head row exists, and keeps a prune from
+/// taking its tombstone meanwhile; the claim reads the heads and the watermark with a snapshot taken after it.
+async fn claim_versions(tx: &Transaction<'_>, commits: &[DocumentCommit]) -> Result<Vec<WriteResult>, StoreError> {
     let collections: Vec<&str> = commits.iter().map(|c| c.collection.as_str()).collect();
     let documents: Vec<&str> = commits.iter().map(|c| c.document_id.as_str()).collect();
     let lock = tx
@@ -249,13 +259,31 @@ async fn claim_versions(tx: &Transaction<'_>, commits: &[DocumentCommit]) -> Res
     let deleted: Vec<bool> = commits.iter().map(|c| matches!(c.change, DocumentChange::Delete)).collect();
     let claim = tx
         .prepare_cached(
-            "INSERT INTO quern_document_heads (collection, document_id, version_at, version_job_id, deleted)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[], $5::bool[])
-             ON CONFLICT (collection, document_id) DO UPDATE SET
-                 version_at = EXCLUDED.version_at, version_job_id = EXCLUDED.version_job_id, deleted = EXCLUDED.deleted
-             WHERE (quern_document_heads.version_at, quern_document_heads.version_job_id)
-                <= (EXCLUDED.version_at, EXCLUDED.version_job_id)
-             RETURNING collection, document_id",
+            "WITH input AS (
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[], $5::bool[])
+                     AS t(collection, document_id, version_at, version_job_id, deleted)
+             ), admitted AS MATERIALIZED (
+                 SELECT input.* FROM input
+                 WHERE input.version_at > coalesce(
+                           (SELECT tombstones_pruned_through FROM quern_prune_state), '-infinity'::timestamptz)
+                    OR EXISTS (SELECT 1 FROM quern_document_heads AS head
+                               WHERE head.collection = input.collection AND head.document_id = input.document_id)
+             ), claimed AS (
+                 INSERT INTO quern_document_heads (collection, document_id, version_at, version_job_id, deleted)
+                 SELECT collection, document_id, version_at, version_job_id, deleted FROM admitted
+                 ON CONFLICT (collection, document_id) DO UPDATE SET
+                     version_at = EXCLUDED.version_at, version_job_id = EXCLUDED.version_job_id,
+                     deleted = EXCLUDED.deleted
+                 WHERE (quern_document_heads.version_at, quern_document_heads.version_job_id)
+                    <= (EXCLUDED.version_at, EXCLUDED.version_job_id)
+                 RETURNING collection, document_id
+             )
+             SELECT collection, document_id, true FROM claimed
+             UNION ALL
+             SELECT collection, document_id, false FROM input
+             WHERE NOT input.deleted AND NOT EXISTS (
+                 SELECT 1 FROM admitted
+                 WHERE admitted.collection = input.collection AND admitted.document_id = input.document_id)",
         )
         .await
         .map_err(StoreError::db("prepare version claim"))?;
@@ -263,8 +291,20 @@ async fn claim_versions(tx: &Transaction<'_>, commits: &[DocumentCommit]) -> Res
         .query(&claim, &[&collections, &documents, &at, &job_ids, &deleted])
         .await
         .map_err(StoreError::db("claim document versions"))?;
-    let won: std::collections::HashSet<(String, String)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
-    Ok(commits.iter().map(|c| won.contains(&(c.collection.clone(), c.document_id.clone()))).collect())
+    let decided: std::collections::HashMap<(String, String), WriteResult> = rows
+        .iter()
+        .map(|row| {
+            let won: bool = row.get(2);
+            ((row.get(0), row.get(1)), if won { WriteResult::Applied } else { WriteResult::Stale })
+        })
+        .collect();
+    Ok(commits
+        .iter()
+        .map(|c| {
+            let key = (c.collection.clone(), c.document_id.clone());
+            decided.get(&key).copied().unwrap_or(WriteResult::Superseded)
+        })
+        .collect())
 }
 
 async fn upsert_documents(tx: &Transaction<'_>, applied: &[&DocumentCommit]) -> Result<(), StoreError> {
@@ -396,19 +436,28 @@ async fn insert_chunks(tx: &Transaction<'_>, applied: &[&DocumentCommit]) -> Res
 }
 
 /// Records every job of the group as succeeded, with the chunks it wrote (none for a superseded job; 0 for a
-/// delete). An upsert, not an update: a job row may be missing if its `running` write was lost.
-async fn mark_succeeded(tx: &Transaction<'_>, commits: &[DocumentCommit], claimed: &[bool]) -> Result<(), StoreError> {
-    let job_ids: Vec<uuid::Uuid> = commits.iter().map(|c| c.job_id).collect();
-    let collections: Vec<&str> = commits.iter().map(|c| c.collection.as_str()).collect();
-    let documents: Vec<&str> = commits.iter().map(|c| c.document_id.as_str()).collect();
-    let ops: Vec<&str> = commits.iter().map(DocumentCommit::op).collect();
-    let counts: Vec<Option<i32>> = commits
+/// delete), but a stale one (the worker records it dead). An upsert, not an update: a job row may be missing if
+/// its `running` write was lost.
+async fn mark_succeeded(
+    tx: &Transaction<'_>,
+    commits: &[DocumentCommit],
+    claimed: &[WriteResult],
+) -> Result<(), StoreError> {
+    let succeeded: Vec<(&DocumentCommit, WriteResult)> =
+        commits.iter().zip(claimed.iter().copied()).filter(|(_, result)| *result != WriteResult::Stale).collect();
+    if succeeded.is_empty() {
+        return Ok(());
+    }
+    let job_ids: Vec<uuid::Uuid> = succeeded.iter().map(|(c, _)| c.job_id).collect();
+    let collections: Vec<&str> = succeeded.iter().map(|(c, _)| c.collection.as_str()).collect();
+    let documents: Vec<&str> = succeeded.iter().map(|(c, _)| c.document_id.as_str()).collect();
+    let ops: Vec<&str> = succeeded.iter().map(|(c, _)| c.op()).collect();
+    let counts: Vec<Option<i32>> = succeeded
         .iter()
-        .zip(claimed)
-        .map(|(c, claimed)| match (&c.change, claimed) {
+        .map(|(c, result)| match (&c.change, result) {
             (DocumentChange::Delete, _) => Some(0),
-            (_, false) => None,
-            (_, true) => c.document().map(|(_, n)| count_i32(n)),
+            (_, WriteResult::Applied) => c.document().map(|(_, n)| count_i32(n)),
+            (_, WriteResult::Superseded | WriteResult::Stale) => None,
         })
         .collect();
     let mark = tx

@@ -11,6 +11,11 @@ pub enum StoreError {
     /// The settings cannot work (e.g. an unparsable URL); the URL itself is never shown.
     #[error("database misconfigured: {0}")]
     Config(String),
+    /// A fault inside this process, neither the settings' nor the job's: a background task that stopped, a
+    /// broken invariant, a pool that could not be built. Transient: a job that meets it is not dead-lettered
+    /// (the worker gives it back; another worker, or this one restarted, can run it).
+    #[error("internal error in the database layer: {0}")]
+    Internal(String),
     /// A new connection could not be opened: the server is down, refuses us, or does not answer. The target
     /// (host, port, database, user; never the password) and the cause are in the message, the cause told once.
     #[error("cannot connect to PostgreSQL at {target}: {reason}")]
@@ -89,6 +94,7 @@ impl StoreError {
             | StoreError::Pool(_)
             | StoreError::Timeout { .. }
             | StoreError::GroupFailed { .. }
+            | StoreError::Internal(_)
             // An operator's `quern migrate` fixes it: waiting is right.
             | StoreError::SchemaBehind { .. } => ErrorClass::Transient,
             StoreError::Db { cause, .. } => classify_db(cause),
@@ -96,6 +102,11 @@ impl StoreError {
                 ErrorClass::Permanent
             }
         }
+    }
+
+    /// Whether the fault is inside this process ([`StoreError::Internal`]): no job is to blame for it.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, StoreError::Internal(_))
     }
 
     pub(crate) fn db(operation: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
@@ -141,5 +152,20 @@ fn classify_db(error: &tokio_postgres::Error) -> ErrorClass {
         ErrorClass::Transient
     } else {
         ErrorClass::Permanent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fault_inside_the_worker_is_transient_and_a_bad_setting_is_not() {
+        let internal = StoreError::Internal("the group committer has stopped".into());
+        assert_eq!(internal.class(), ErrorClass::Transient);
+        assert!(internal.is_internal());
+        let config = StoreError::Config("the database URL is not a valid postgres:// URL".into());
+        assert_eq!(config.class(), ErrorClass::Permanent);
+        assert!(!config.is_internal());
     }
 }

@@ -69,8 +69,8 @@ impl GroupCommitter {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(QueuedWrite { commit, reply })
-            .map_err(|_| StoreError::Config("the group committer has stopped".into()))?;
-        answer.await.map_err(|_| StoreError::Config("the group committer dropped a write".into()))?
+            .map_err(|_| StoreError::Internal("the group committer has stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Internal("the group committer dropped a write".into()))?
     }
 }
 

@@ -190,6 +190,17 @@ impl Maintainer {
         }
     }
 
+    /// A pruner that deletes what `policy` lets go (finished jobs, old tombstones) while this maintainer holds the
+    /// lease, on pool connections of its own, recording its runs as `pruned_by`: see [`crate::retention`].
+    pub fn pruner(&self, policy: crate::RetentionPolicy, pruned_by: &str) -> crate::Pruner {
+        crate::Pruner {
+            store: self.store.clone(),
+            policy,
+            pruned_by: pruned_by.to_owned(),
+            lease: self.holds_lease.clone(),
+        }
+    }
+
     /// Takes the lease if no one holds it; returns whether this maintainer holds it. Never waits.
     pub async fn acquire(&mut self) -> Result<bool, StoreError> {
         if self.holds_lease() {
@@ -249,7 +260,7 @@ impl Maintainer {
     pub async fn release(&mut self) {
         if let Some(session) = &self.session {
             // A cancel request on an idle connection does nothing; one that fails leaves the build to finish.
-            if let Err(error) = session.cancel_token().cancel_query(tokio_postgres::NoTls).await {
+            if let Err(error) = session.cancel_token().cancel_query(self.store.tls_connector()).await {
                 tracing::debug!(%error, "could not cancel the maintenance statement");
             }
         }

@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration { version: 4, name: "chunk_segments", sql: include_str!("../../../migrations/0004_chunk_segments.sql") },
     Migration { version: 5, name: "vector_storage", sql: include_str!("../../../migrations/0005_vector_storage.sql") },
+    Migration { version: 6, name: "retention", sql: include_str!("../../../migrations/0006_retention.sql") },
 ];
 
 /// Serialises migrators (any value unlikely to collide with an application's own advisory locks).

@@ -12,15 +12,18 @@ use deadpool_postgres::{
 use quern_core::metric_names;
 use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::config::Host;
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::describe;
+use crate::tls::Tls;
 use crate::StoreError;
 
 /// How to reach Postgres and how long to wait for it.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// `postgres://user:password@host:port/db`; a secret because it usually holds a password.
+    /// `postgres://user:password@host:port/db`, or libpq's `key=value` form; a secret because it usually holds a
+    /// password. libpq's TLS parameters are honoured (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`: see
+    /// `tls.rs`); `prefer` by default, as in libpq.
     pub url: SecretString,
     /// Largest number of pooled connections.
     pub max_connections: usize,
@@ -65,6 +68,8 @@ pub struct Store {
     target: Arc<str>,
     /// The schema of Quern's tables, when not the default.
     schema: Option<Arc<str>>,
+    /// The TLS settings every connection (and cancel request) uses.
+    tls: Tls,
 }
 
 impl std::fmt::Debug for Store {
@@ -79,9 +84,12 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Builds the pool; connections open lazily, so call [`Store::ping`] to check the database answers.
     pub fn connect(config: &StoreConfig) -> Result<Store, StoreError> {
+        // tokio-postgres knows neither libpq's verify modes nor its certificate files: they are taken out first.
+        let (url, tls) = Tls::from_connection_string(config.url.expose_secret())?;
         // The driver's parse errors can echo the URL, password included: report a fixed message instead.
-        let mut pg = tokio_postgres::Config::from_str(config.url.expose_secret())
+        let mut pg = tokio_postgres::Config::from_str(&url)
             .map_err(|_| StoreError::Config("the database URL is not a valid postgres:// URL".into()))?;
+        pg.ssl_mode(tls.driver_mode());
         let schema: Option<Arc<str>> = config.schema.as_deref().map(check_schema).transpose()?.map(Arc::from);
         let target = match &schema {
             Some(schema) => format!("{} schema {schema}", describe_target(&pg)).into(),
@@ -94,7 +102,8 @@ impl Store {
         }
         // `Fast` only checks `is_closed()`; a connection killed by a restart fails its first query, which is
         // classified transient and retried, instead of paying a round trip on every checkout.
-        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager =
+            Manager::from_config(pg, tls.connector(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool =
             Pool::builder(manager)
                 .max_size(config.max_connections)
@@ -123,13 +132,14 @@ impl Store {
                     }
                 }))
                 .build()
-                .map_err(|e| StoreError::Config(e.to_string()))?;
+                .map_err(|e| StoreError::Internal(format!("building the connection pool: {e}")))?;
         Ok(Store {
             pool,
             operation_timeout: config.operation_timeout,
             create_timeout: config.create_timeout,
             target,
             schema,
+            tls,
         })
     }
 
@@ -153,12 +163,17 @@ impl Store {
         .await
     }
 
+    /// The TLS connector of every connection: a cancel request must use it too.
+    pub(crate) fn tls_connector(&self) -> MakeRustlsConnect {
+        self.tls.connector()
+    }
+
     pub(crate) async fn client(&self) -> Result<Object, StoreError> {
         self.pool.get().await.map_err(|error| {
             let connect = |reason| StoreError::Connect { target: self.target.to_string(), reason };
             match &error {
                 // Opening a new connection failed: say where, and why in plain words.
-                PoolError::Backend(cause) => connect(describe(cause)),
+                PoolError::Backend(cause) => connect(self.tls.explain(cause).unwrap_or_else(|| describe(cause))),
                 PoolError::Timeout(TimeoutType::Create) => {
                     connect(format!("no answer within {}", seconds(self.create_timeout)))
                 }

@@ -8,6 +8,10 @@ use serde::Serialize;
 
 use crate::{Store, StoreError};
 
+/// The database schema of a shadow run (`quern-worker --shadow`) when `--database-schema` names none: its tables
+/// stay apart from the production collections' and the legacy worker's.
+pub const SHADOW_SCHEMA: &str = "quern_shadow";
+
 /// Where the legacy worker's chunks are: a table and the names of its columns.
 #[derive(Debug, Clone)]
 pub struct LegacyTable {

@@ -3,69 +3,14 @@
 use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
+use quern_config::RetentionArgs;
+pub use quern_config::{parse_duration, BrokerArgs, DatabaseArgs, EmbeddingArgs, EmbeddingEncoding};
 use quern_core::chunk::{DEFAULT_MAX_CHARS, DEFAULT_OVERLAP_CHARS};
 use quern_core::{Limits, RetryPolicy, Topology};
-use quern_embed::{EmbeddingClientConfig, PoolConfig, VectorEncoding};
-use quern_store::{GroupCommitConfig, HnswParams, InvalidSetting, SegmentPolicy, StoreConfig, VectorStorage};
-use secrecy::{ExposeSecret, SecretString};
+use quern_embed::PoolConfig;
+use quern_store::{GroupCommitConfig, HnswParams, InvalidSetting, RetentionPolicy, SegmentPolicy, VectorStorage};
 
 use crate::celery::{CeleryTasks, TaskMapping};
-
-fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
-    Ok(SecretString::from(value.to_owned()))
-}
-
-/// Parses a duration like `500ms`, `10s`, `5m` or `1h30m` (the `--retry-tiers` syntax, shared with `quern`).
-pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    humantime::parse_duration(value.trim())
-        .map_err(|e| format!("`{value}` is not a duration like 500ms, 10s or 5m: {e}"))
-}
-
-fn topology(value: &str) -> Result<Topology, String> {
-    Topology::new(value).map_err(|e| e.to_string())
-}
-
-/// Where the broker is and which names to use on it.
-#[derive(Debug, Clone, Args)]
-pub struct BrokerArgs {
-    /// RabbitMQ URL (a password in it is never logged).
-    #[arg(long, env = "QUERN_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", value_parser = secret, hide_env_values = true)]
-    pub amqp_url: SecretString,
-    /// Prefix of every exchange and queue name: `<prefix>` exchange, `<prefix>.ingest` and `<prefix>.dead` queues.
-    #[arg(long = "queue-prefix", env = "QUERN_QUEUE_PREFIX", default_value = "quern", value_parser = topology)]
-    pub topology: Topology,
-}
-
-/// Where Postgres is and how long to wait for it.
-#[derive(Debug, Clone, Args)]
-pub struct DatabaseArgs {
-    /// Postgres URL; the database needs the pgvector extension (a password in it is never logged).
-    #[arg(long, env = "QUERN_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5433/postgres", value_parser = secret, hide_env_values = true)]
-    pub database_url: SecretString,
-    /// Largest number of pooled database connections.
-    #[arg(long, env = "QUERN_DB_MAX_CONNECTIONS", default_value_t = 16)]
-    pub db_max_connections: usize,
-    /// Server-side statement timeout, in seconds.
-    #[arg(long, env = "QUERN_DB_STATEMENT_TIMEOUT_SECS", default_value_t = 60)]
-    pub db_statement_timeout_secs: u64,
-    /// Postgres schema of Quern's tables (created by the migrations), first on each connection's search_path.
-    /// Default: the database's own (`public`); `--shadow` defaults it to `quern_shadow`.
-    #[arg(long, env = "QUERN_DATABASE_SCHEMA", value_name = "SCHEMA")]
-    pub database_schema: Option<String>,
-}
-
-impl DatabaseArgs {
-    /// The store settings.
-    pub fn store_config(&self) -> StoreConfig {
-        let mut config = StoreConfig::new("");
-        config.url = self.database_url.clone();
-        config.max_connections = self.db_max_connections.max(1);
-        config.statement_timeout = Duration::from_secs(self.db_statement_timeout_secs.max(1));
-        config.operation_timeout = config.statement_timeout + Duration::from_secs(30);
-        config.schema = self.database_schema.clone().filter(|schema| !schema.is_empty());
-        config
-    }
-}
 
 /// How this worker takes part in segment maintenance (see `quern_store::segments`).
 #[derive(Debug, Clone, Args)]
@@ -191,63 +136,6 @@ impl CeleryArgs {
     }
 }
 
-/// Which embedding API to call.
-#[derive(Debug, Clone, Args)]
-pub struct EmbeddingArgs {
-    /// OpenAI-compatible embedding API: a base URL (`/v1/embeddings` is appended), a URL ending in `/v1`, or the
-    /// full endpoint. The default is the fake embedder started by the quickstart.
-    #[arg(long, env = "QUERN_EMBEDDING_URL", default_value = "http://127.0.0.1:8089")]
-    pub embedding_url: String,
-    /// Model name sent with each request; stored with each document.
-    #[arg(long, env = "QUERN_EMBEDDING_MODEL", default_value = "quern-fake-lexical")]
-    pub embedding_model: String,
-    /// Bearer API key, if the provider needs one (never logged).
-    #[arg(long, env = "QUERN_EMBEDDING_API_KEY", value_parser = secret, hide_env_values = true)]
-    pub embedding_api_key: Option<SecretString>,
-    /// Dimension of the vectors; the `vector(D)` column is created with it and every answer is checked against it.
-    #[arg(long, env = "QUERN_EMBEDDING_DIM", default_value_t = 384, value_parser = clap::value_parser!(u32).range(1..=16000))]
-    pub embedding_dim: u32,
-    /// Timeout of one embedding request, in seconds. A request that times out is resent (twice at most) once the
-    /// provider has worked off what it held, each time with twice the time (up to 4×), with the concurrency
-    /// limit cut to 1.
-    #[arg(long, env = "QUERN_EMBEDDING_TIMEOUT_SECS", default_value_t = 30)]
-    pub embedding_timeout_secs: u64,
-    /// How vectors are asked to come back (`encoding_format`): `base64` saves the worker parsing decimal numbers
-    /// (OpenAI, text-embeddings-inference and vLLM support it; a server that ignores it answers with numbers,
-    /// which are read too). A server that refuses it is asked for `float` instead from its first refusal on
-    /// (logged once, counted in quern_embedding_encoding_fallbacks_total); `float` skips that first refusal.
-    #[arg(long, env = "QUERN_EMBEDDING_ENCODING", value_enum, default_value_t = EmbeddingEncoding::Base64)]
-    pub embedding_encoding: EmbeddingEncoding,
-}
-
-/// `--embedding-encoding` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum EmbeddingEncoding {
-    /// Base64 of little-endian 32-bit floats.
-    Base64,
-    /// Arrays of decimal numbers.
-    Float,
-}
-
-impl EmbeddingArgs {
-    /// The client settings.
-    pub fn client_config(&self) -> EmbeddingClientConfig {
-        EmbeddingClientConfig {
-            url: self.embedding_url.clone(),
-            model: self.embedding_model.clone(),
-            // An empty QUERN_EMBEDDING_API_KEY means none, not `Authorization: Bearer ` with nothing after it.
-            api_key: self.embedding_api_key.clone().filter(|key| !key.expose_secret().trim().is_empty()),
-            dimension: self.embedding_dim as usize,
-            request_timeout: Duration::from_secs(self.embedding_timeout_secs.max(1)),
-            connect_timeout: Duration::from_secs(5),
-            encoding: match self.embedding_encoding {
-                EmbeddingEncoding::Base64 => VectorEncoding::Base64,
-                EmbeddingEncoding::Float => VectorEncoding::Float,
-            },
-        }
-    }
-}
-
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -275,6 +163,13 @@ pub struct WorkerConfig {
     pub segments: SegmentArgs,
     #[command(flatten)]
     pub celery: CeleryArgs,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    /// How often the worker holding the maintenance lease (see --segment-maintenance) prunes finished jobs and
+    /// tombstones past --job-retention and --tombstone-retention, in batches of --prune-batch-rows until none is
+    /// due; `0s` never (`quern prune` then does it by hand).
+    #[arg(long, env = "QUERN_PRUNE_EVERY", default_value = "1m", value_name = "DURATION", value_parser = parse_duration)]
+    pub prune_every: Duration,
     /// Embedding requests in flight at once, shared by every job of this process (the most, with
     /// --embedding-adaptive-concurrency, the default).
     #[arg(long, env = "QUERN_EMBEDDING_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -393,8 +288,7 @@ pub struct WorkerConfig {
     pub print_config: bool,
 }
 
-/// The database schema of a shadow run when --database-schema names none.
-pub const SHADOW_SCHEMA: &str = "quern_shadow";
+pub use quern_store::shadow::SHADOW_SCHEMA;
 
 impl WorkerConfig {
     /// The settings a run uses: with `--shadow`, the shadow's queue prefix and database schema. Fails when
@@ -450,6 +344,12 @@ impl WorkerConfig {
     /// The job-level retry policy, or what is wrong with the flags.
     pub fn retry_policy(&self) -> Result<RetryPolicy, quern_core::retry::RetryPolicyError> {
         RetryPolicy::new(self.max_attempts, self.retry_tiers.clone())
+    }
+
+    /// What the lease holder prunes: the tombstone horizon, unless given, follows the retry policy and the ingest
+    /// queue's delivery limit.
+    pub fn retention_policy(&self) -> Result<RetentionPolicy, quern_core::retry::RetryPolicyError> {
+        Ok(self.retention.policy(&self.retry_policy()?, quern_queue::QueueArguments::default().delivery_limit))
     }
 
     /// The per-job limits.

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches};
 
+use quern_config::file::{config_path, file_key, flag_value, read_table};
+
 use crate::WorkerConfig;
 
 /// Settings whose value is a URL that may hold a password: printed only when it holds none.
@@ -53,20 +55,6 @@ pub fn load(args: Vec<OsString>) -> Result<LoadedConfig, clap::Error> {
     Ok(LoadedConfig { config, matches, command, from_file, file })
 }
 
-fn config_path(args: &[OsString], env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    let mut iter = args.iter().skip(1);
-    while let Some(arg) = iter.next() {
-        let arg = arg.to_string_lossy();
-        if arg == "--config" {
-            return iter.next().map(PathBuf::from);
-        }
-        if let Some(path) = arg.strip_prefix("--config=") {
-            return Some(PathBuf::from(path));
-        }
-    }
-    env("QUERN_CONFIG").filter(|p| !p.is_empty()).map(PathBuf::from)
-}
-
 /// The program name, then the file's settings as flags, then the real arguments (which override them).
 fn inject_file(
     command: &Command,
@@ -75,10 +63,7 @@ fn inject_file(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Vec<OsString>, BTreeSet<String>), clap::Error> {
     let fail = |message: String| command.clone().error(clap::error::ErrorKind::InvalidValue, message);
-    let text =
-        std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read config file {}: {e}", path.display())))?;
-    let table: toml::Table =
-        text.parse().map_err(|e| fail(format!("config file {} is not valid TOML: {e}", path.display())))?;
+    let table = read_table(path).map_err(fail)?;
     let given: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
     let mut injected: Vec<OsString> = Vec::new();
     let mut from_file = BTreeSet::new();
@@ -95,31 +80,14 @@ fn inject_file(
         if on_command_line || in_env {
             continue;
         }
-        let rendered = match value {
-            toml::Value::String(s) => s.clone(),
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Float(f) => f.to_string(),
-            toml::Value::Boolean(b) if matches!(arg.get_action(), ArgAction::SetTrue) => {
-                if *b {
-                    injected.push(long.into());
-                    from_file.insert(id);
-                }
-                continue;
+        if let (toml::Value::Boolean(b), ArgAction::SetTrue) = (value, arg.get_action()) {
+            if *b {
+                injected.push(long.into());
+                from_file.insert(id);
             }
-            toml::Value::Boolean(b) => b.to_string(),
-            // Joined with the setting's own delimiter: `celery_task` values hold commas, so its list uses `;`.
-            toml::Value::Array(items) => items
-                .iter()
-                .map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))
-                .collect::<Vec<_>>()
-                .join(&arg.get_value_delimiter().unwrap_or(',').to_string()),
-            other => {
-                return Err(fail(format!(
-                    "setting `{key}` in config file {}: unsupported value {other}",
-                    path.display()
-                )))
-            }
-        };
+            continue;
+        }
+        let rendered = flag_value(arg, key, value, path).map_err(fail)?;
         injected.push(format!("{long}={rendered}").into());
         from_file.insert(id);
     }
@@ -129,11 +97,6 @@ fn inject_file(
     argv.extend(injected);
     argv.extend(args);
     Ok((argv, from_file))
-}
-
-/// A setting's key in a config file: its flag name in snake case (`queue_prefix` for `--queue-prefix`).
-fn file_key(arg: &clap::Arg) -> String {
-    arg.get_long().map(|long| long.replace('-', "_")).unwrap_or_else(|| arg.get_id().as_str().to_owned())
 }
 
 /// Adds where a bad value came from when it was not typed as a flag (clap only names the flag).
@@ -595,13 +558,13 @@ mod tests {
         let celery = ["--celery-queue", "ingest", "--celery-task", "t=job", "--queue-prefix", "app"];
         let shadow = applied(&[&celery[..], &["--shadow"]].concat()).expect("a valid shadow run");
         assert_eq!(shadow.broker.topology.prefix(), "app.shadow");
-        assert_eq!(shadow.database.store_config().schema.as_deref(), Some("quern_shadow"));
+        assert_eq!(shadow.database.store_config().unwrap().schema.as_deref(), Some("quern_shadow"));
         assert_eq!(shadow.shadow_copy_queue().as_deref(), Some("app.shadow.copy.ingest"));
         let own_schema = applied(&[&celery[..], &["--shadow", "--database-schema", "trial"]].concat()).unwrap();
-        assert_eq!(own_schema.database.store_config().schema.as_deref(), Some("trial"));
+        assert_eq!(own_schema.database.store_config().unwrap().schema.as_deref(), Some("trial"));
         let plain = applied(&celery).unwrap();
         assert_eq!((plain.broker.topology.prefix(), plain.shadow_copy_queue()), ("app", None));
-        assert_eq!(plain.database.store_config().schema, None);
+        assert_eq!(plain.database.store_config().unwrap().schema, None);
         assert!(applied(&["--shadow"]).unwrap_err().contains("give --celery-queue and --celery-task"));
     }
 }

@@ -13,7 +13,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicQosOptions, BasicRejectOptions};
 use quern_core::backoff::pause_text;
 use quern_core::trace::TRACEPARENT_HEADER;
-use quern_core::{metric_names, Chunker, ErrorClass, Failure, Outcome, TraceParent};
+use quern_core::{metric_names, Chunker, ErrorClass, Outcome, TraceParent};
 use quern_embed::{EmbedError, EmbeddingClient, EmbeddingPool};
 use quern_queue::{QueueArguments, QueueError};
 use quern_store::{Store, StoreError};
@@ -45,10 +45,11 @@ pub fn assemble_pipeline(config: &WorkerConfig) -> anyhow::Result<Pipeline> {
     ops::prometheus();
     let chunker =
         Chunker::new(config.chunk_size, config.chunk_overlap).context("invalid --chunk-size / --chunk-overlap")?;
-    let client = EmbeddingClient::new(&config.embedding.client_config()).context(EMBEDDING_URL)?;
-    let store = Store::connect(&config.database.store_config()).context("check --database-url / QUERN_DATABASE_URL")?;
-    let amqp_url = config.broker.amqp_url.expose_secret();
-    quern_queue::connection::check_url(amqp_url).context("check --amqp-url / QUERN_AMQP_URL")?;
+    let client = EmbeddingClient::new(&config.embedding.client_config()?).context(EMBEDDING_URL)?;
+    let store =
+        Store::connect(&config.database.store_config()?).context("check --database-url / QUERN_DATABASE_URL")?;
+    let amqp_url = config.broker.url()?;
+    quern_queue::connection::check_url(amqp_url.expose_secret()).context("check --amqp-url / QUERN_AMQP_URL")?;
     let retry = config.retry_policy().context("invalid --max-attempts / --retry-tiers")?;
     let celery = config.celery.tasks().map_err(anyhow::Error::msg).context("invalid Celery settings")?;
     let embedder = EmbeddingPool::new(client, config.pool_config());
@@ -152,12 +153,13 @@ pub async fn run_with_pipeline(
 ) -> anyhow::Result<()> {
     let worker_id = config.worker_id();
     let policy = config.segments.policy().context("invalid segment settings")?;
+    let retention = config.retention_policy().context("invalid --max-attempts / --retry-tiers")?;
     let tracker = TaskTracker::new();
     let health = Arc::new(Health::default());
     let ops_stop = CancellationToken::new();
     let _stop_ops = ops_stop.clone().drop_guard();
     // The probe's own client: the pipeline's is inside its embedding pool.
-    let client = EmbeddingClient::new(&config.embedding.client_config()).context(EMBEDDING_URL)?;
+    let client = EmbeddingClient::new(&config.embedding.client_config()?).context(EMBEDDING_URL)?;
     start_ops(config, &health, &ops_stop).await?;
     if !wait_for_dependencies(config, pipeline.store(), &client, &health, &shutdown).await? {
         tracing::info!("shutdown requested while waiting for the database or the embedding API; worker stopped");
@@ -170,7 +172,13 @@ pub async fn run_with_pipeline(
     tokio::spawn(ops::follow_provider(availability, health.clone(), ops_stop.clone()));
     if config.segments.segment_maintenance {
         let store = pipeline.store().clone();
-        tokio::spawn(maintenance::maintain_segments(store, policy, maintenance::MAINTENANCE_EVERY, ops_stop.clone()));
+        let pruning = maintenance::Pruning {
+            policy: retention,
+            every: config.prune_every,
+            pruned_by: format!("worker {worker_id}"),
+        };
+        let every = maintenance::MAINTENANCE_EVERY;
+        tokio::spawn(maintenance::maintain_segments(store, policy, Some(pruning), every, ops_stop.clone()));
     }
 
     let broker = quern_queue::redact_url(config.broker.amqp_url.expose_secret());
@@ -238,7 +246,7 @@ async fn consume_session(
 ) -> anyhow::Result<()> {
     let topology = &config.broker.topology;
     let connection = Arc::new(
-        quern_queue::connect(config.broker.amqp_url.expose_secret(), &format!("quern-worker {worker_id}")).await?,
+        quern_queue::connect(config.broker.url()?.expose_secret(), &format!("quern-worker {worker_id}")).await?,
     );
     let channel = connection.create_channel().await.context("opening a channel")?;
     quern_queue::declare_topology(&channel, topology, QueueArguments::default()).await?;
@@ -335,7 +343,6 @@ async fn handle_delivery(pipeline: Pipeline, republisher: Republisher, delivery:
     metrics::gauge!(metric_names::JOBS_IN_FLIGHT).increment(1.0);
     let started = Instant::now();
     let failed_attempts = republisher::failed_attempts(&delivery);
-    // A panic in one job must not take the worker down: it becomes that job's dead letter.
     let headers = delivery.properties.headers().as_ref();
     let trace = quern_queue::headers::get_str(headers, TRACEPARENT_HEADER).and_then(|value| TraceParent::parse(&value));
     let properties = CeleryMessage {
@@ -345,6 +352,7 @@ async fn handle_delivery(pipeline: Pipeline, republisher: Republisher, delivery:
         compression: quern_queue::headers::get_str(headers, "compression"),
         content_type: delivery.properties.content_type().as_ref().map(|t| t.to_string()),
     };
+    // A panic in one job must not take the worker down: the pipeline makes it that job's dead letter.
     let processing = pipeline.process_traced(&delivery.data, &properties, failed_attempts, trace);
     let outcome = match AssertUnwindSafe(processing).catch_unwind().await {
         Ok(outcome) => outcome,
@@ -354,11 +362,7 @@ async fn handle_delivery(pipeline: Pipeline, republisher: Republisher, delivery:
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_owned());
-            let detail = format!("the job panicked: {message}");
-            tracing::error!(%detail, "job panicked; the worker carries on");
-            pipeline.record_panic(&delivery.data, &properties, &detail).await;
-            let failure = Failure { class: ErrorClass::Permanent, reason: "panic".into(), detail };
-            Outcome::DeadLetter { failed_attempts: failed_attempts + 1, failure }
+            pipeline.outcome_of_panic(&delivery.data, &properties, failed_attempts, &message).await
         }
     };
     let moved = match &outcome {

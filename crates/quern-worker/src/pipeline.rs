@@ -1,9 +1,10 @@
 //! One message in, one outcome out: check limits, decode (a Quern job, or a Celery task mapped to one), chunk,
-//! embed, commit. No broker types here, so tests
-//! drive the whole job path without a consumer or sleeps. Retry-or-dead is decided here too, from the
-//! message's failed-attempt count and the retry policy, so the consumer only carries the decision out. A job
+//! embed, commit. No broker types here, so tests drive the whole job path without a consumer or sleeps.
+//! Retry-or-dead is decided here too, from the message's failed-attempt count and the retry policy, so the
+//! consumer only carries the decision out (for a job that panicked too: [`Pipeline::outcome_of_panic`]). A job
 //! whose chunks the embedding provider would not take because it refuses every request (a revoked key, an
-//! unknown model, nobody answering) is given back without using up an attempt: the fault is not the job's.
+//! unknown model, nobody answering) is given back without using up an attempt: the fault is not the job's. So is
+//! a job that met a fault inside the worker itself (`StoreError::Internal`, `EmbedError::Internal`).
 
 use std::collections::HashMap;
 
@@ -62,6 +63,7 @@ impl JobFailure {
     fn reason(&self) -> &'static str {
         match self {
             JobFailure::Embed(e) => e.reason(),
+            JobFailure::Store(e) if e.is_internal() => "database_internal",
             JobFailure::Store(_) => "database",
             JobFailure::Limit(e) => e.reason(),
         }
@@ -75,6 +77,38 @@ impl JobFailure {
     /// The embedding provider refuses every request: no job is at fault, and none should fail for it.
     fn is_the_providers(&self) -> bool {
         matches!(self, JobFailure::Embed(error) if error.blame() == Blame::Provider)
+    }
+
+    /// A fault inside this worker (a stopped background task, a broken invariant): no job is at fault either.
+    fn is_the_workers(&self) -> bool {
+        match self {
+            JobFailure::Embed(e) => e.is_internal(),
+            JobFailure::Store(e) => e.is_internal(),
+            JobFailure::Limit(_) => false,
+        }
+    }
+
+    /// The outcome of this failure after `failed_attempts` earlier ones. A failure that is not the job's (the
+    /// provider refuses every request, or a fault inside this worker) gives the job back with its attempts
+    /// unchanged, so it never dead-letters a job; throttling retries without using up an attempt; other transient
+    /// failures retry until `retry` gives up; permanent ones dead-letter at once.
+    fn outcome(self, failed_attempts: u32, retry: &RetryPolicy) -> Outcome {
+        if self.is_the_providers() || self.is_the_workers() {
+            let reason = self.reason().to_owned();
+            let failure = Failure { class: ErrorClass::Transient, reason, detail: self.into_failure().detail };
+            let after = retry.delay_tiers.first().copied().unwrap_or(std::time::Duration::from_secs(1));
+            return Outcome::GiveBack { after, failed_attempts, failure };
+        }
+        let failed_attempts = if self.counts_as_attempt() { failed_attempts + 1 } else { failed_attempts };
+        let failure = self.into_failure();
+        let decision = match failure.class {
+            ErrorClass::Transient => retry.decide(failed_attempts),
+            ErrorClass::Permanent => RetryDecision::GiveUp,
+        };
+        match decision {
+            RetryDecision::RetryAfter(after) => Outcome::Retry { after, failed_attempts, failure },
+            RetryDecision::GiveUp => Outcome::DeadLetter { failed_attempts, failure },
+        }
     }
 
     fn into_failure(self) -> Failure {
@@ -135,11 +169,23 @@ impl Pipeline {
         &self.embedder
     }
 
-    /// Records a job that panicked as dead (the consumer catches the panic; the job id comes from the message).
-    pub async fn record_panic(&self, body: &[u8], properties: &CeleryMessage, detail: &str) {
+    /// The outcome of a message whose processing panicked (the consumer catches the panic and passes its
+    /// message): dead, as a permanent failure, recorded as such in `quern_jobs` when the body names a job. The
+    /// consumer only carries it out, as it does every other outcome.
+    pub async fn outcome_of_panic(
+        &self,
+        body: &[u8],
+        properties: &CeleryMessage,
+        failed_attempts: u32,
+        panic_message: &str,
+    ) -> Outcome {
+        let detail = format!("the job panicked: {panic_message}");
+        tracing::error!(%detail, "job panicked; the worker carries on");
         if let Ok(job) = self.decode(body, properties) {
-            self.record(job.job_id, Some(&job), JobStatus::Dead, detail).await;
+            self.record(job.job_id, Some(&job), JobStatus::Dead, &detail).await;
         }
+        let failure = Failure { class: ErrorClass::Permanent, reason: "panic".into(), detail };
+        Outcome::DeadLetter { failed_attempts: failed_attempts + 1, failure }
     }
 
     /// The job a message asks for: a Quern job, or a Celery task (protocol 2 names it in a header, protocol 1 in
@@ -223,10 +269,11 @@ impl Pipeline {
             JobOp::Upsert => self.upsert(job, version, stored).await,
         };
         match result {
+            Ok((WriteResult::Stale, _)) => self.refuse_stale(job, version, failed_attempts).await,
             Ok((written, chunks)) => {
                 match written {
                     WriteResult::Applied => tracing::info!(chunks, op = job.op.as_str(), "job succeeded"),
-                    WriteResult::Superseded => {
+                    WriteResult::Superseded | WriteResult::Stale => {
                         tracing::info!(
                             op = job.op.as_str(),
                             "a later job already wrote this document; nothing to change"
@@ -244,6 +291,22 @@ impl Pipeline {
             }
             Err(failure) => self.fail(job, failure, failed_attempts).await,
         }
+    }
+
+    /// A job older than the tombstones pruned so far, for a document with no version: it could bring back a
+    /// document deleted after it (see `quern_store::retention`), so it goes to the dead-letter queue, changing
+    /// nothing. Enqueueing the document again (a new job) writes it.
+    async fn refuse_stale(&self, job: &Job, version: JobVersion, failed_attempts: u32) -> Outcome {
+        let detail = format!(
+            "stale job: created {} (from its job id), before the newest tombstone pruned by retention, for a \
+             document with no version: it could bring back a deleted document; enqueue the document again as a \
+             new job to write it",
+            version.at.to_rfc3339()
+        );
+        tracing::warn!(%detail, "refusing a stale job; dead-lettering");
+        self.record(job.job_id, Some(job), JobStatus::Dead, &detail).await;
+        let failure = Failure { class: ErrorClass::Permanent, reason: "stale".to_owned(), detail };
+        Outcome::DeadLetter { failed_attempts: failed_attempts + 1, failure }
     }
 
     async fn upsert(
@@ -347,33 +410,29 @@ impl Pipeline {
     }
 
     async fn fail(&self, job: &Job, failure: JobFailure, failed_attempts: u32) -> Outcome {
-        if failure.is_the_providers() {
-            let reason = failure.reason().to_owned();
-            let failure = Failure { class: ErrorClass::Transient, reason, detail: failure.into_failure().detail };
-            // The pool logged the provider's answer once; a line per job would repeat it for the whole backlog.
-            tracing::debug!(error = %failure.detail, "the embedding provider refuses every request; giving the job back");
-            self.record(job.job_id, Some(job), JobStatus::Failed, &failure.detail).await;
-            let after = self.retry.delay_tiers.first().copied().unwrap_or(std::time::Duration::from_secs(1));
-            return Outcome::GiveBack { after, failed_attempts, failure };
-        }
-        let failed_attempts = if failure.counts_as_attempt() { failed_attempts + 1 } else { failed_attempts };
-        let failure = failure.into_failure();
-        let decision = match failure.class {
-            ErrorClass::Transient => self.retry.decide(failed_attempts),
-            ErrorClass::Permanent => RetryDecision::GiveUp,
-        };
-        match decision {
-            RetryDecision::RetryAfter(after) => {
+        let workers = failure.is_the_workers();
+        let outcome = failure.outcome(failed_attempts, &self.retry);
+        match &outcome {
+            Outcome::GiveBack { failure, .. } if workers => {
+                tracing::error!(error = %failure.detail, "a fault inside this worker failed the job; giving it back");
+                self.record(job.job_id, Some(job), JobStatus::Failed, &failure.detail).await;
+            }
+            Outcome::GiveBack { failure, .. } => {
+                // The pool logged the provider's answer once; a line per job would repeat it for the whole backlog.
+                tracing::debug!(error = %failure.detail, "the embedding provider refuses every request; giving the job back");
+                self.record(job.job_id, Some(job), JobStatus::Failed, &failure.detail).await;
+            }
+            Outcome::Retry { after, failed_attempts, failure } => {
                 tracing::warn!(error = %failure.detail, failed_attempts, retry_in_ms = after.as_millis() as u64, "job failed; retrying later");
                 self.record(job.job_id, Some(job), JobStatus::Failed, &failure.detail).await;
-                Outcome::Retry { after, failed_attempts, failure }
             }
-            RetryDecision::GiveUp => {
+            Outcome::DeadLetter { failed_attempts, failure } => {
                 tracing::error!(error = %failure.detail, failed_attempts, class = %failure.class, "job failed for good; dead-lettering");
                 self.record(job.job_id, Some(job), JobStatus::Dead, &failure.detail).await;
-                Outcome::DeadLetter { failed_attempts, failure }
             }
+            Outcome::Ack => {}
         }
+        outcome
     }
 
     async fn record(&self, job_id: uuid::Uuid, job: Option<&Job>, status: JobStatus, error: &str) {
@@ -417,4 +476,46 @@ fn peek_job_id_bounded(body: &[u8]) -> Option<uuid::Uuid> {
     let open = rest.find('"')?;
     let candidate = rest.get(open + 1..open + 37)?;
     uuid::Uuid::try_parse(candidate).ok().filter(|_| candidate.len() == 36)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy { max_attempts: 3, delay_tiers: vec![Duration::from_secs(5), Duration::from_secs(60)] }
+    }
+
+    #[test]
+    fn a_fault_inside_the_worker_never_dead_letters_the_job() {
+        let internal = [
+            JobFailure::Store(StoreError::Internal("the group committer has stopped".into())),
+            JobFailure::Embed(EmbedError::Internal("the embedding dispatcher has stopped".into())),
+        ];
+        for failure in internal {
+            let reason = failure.reason();
+            // Even with its attempts used up, the job goes back with them unchanged.
+            let outcome = failure.outcome(policy().max_attempts, &policy());
+            let Outcome::GiveBack { after, failed_attempts, failure } = outcome else {
+                panic!("{reason}: {outcome:?}")
+            };
+            assert_eq!((after, failed_attempts), (Duration::from_secs(5), 3), "{reason}");
+            assert_eq!((failure.class, failure.reason.as_str()), (ErrorClass::Transient, reason));
+        }
+    }
+
+    #[test]
+    fn a_bad_setting_still_dead_letters_and_passing_trouble_retries() {
+        let config = JobFailure::Store(StoreError::Config("bad".into()));
+        assert!(matches!(config.outcome(0, &policy()), Outcome::DeadLetter { failed_attempts: 1, .. }));
+        let pool = JobFailure::Store(StoreError::Pool("timed out".into()));
+        let Outcome::Retry { after, failed_attempts: 1, failure } = pool.outcome(0, &policy()) else {
+            panic!("a pool timeout retries")
+        };
+        assert_eq!((after, failure.reason.as_str()), (Duration::from_secs(5), "database"));
+        let worn_out = JobFailure::Store(StoreError::Pool("timed out".into()));
+        assert!(matches!(worn_out.outcome(2, &policy()), Outcome::DeadLetter { failed_attempts: 3, .. }));
+    }
 }

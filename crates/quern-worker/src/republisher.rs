@@ -1,14 +1,14 @@
 //! Moving a message out of the work queue: to a delay queue for a later retry, or to the dead-letter queue.
-//! The original body travels byte for byte with Quern's headers; the publish is confirmed before the caller
-//! acks the original, so a crash in between duplicates, never loses.
+//! The original body travels byte for byte with Quern's headers (written by `quern_queue::dead_letters`); the
+//! publish is confirmed before the caller acks the original, so a crash in between duplicates, never loses.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lapin::message::Delivery;
-use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
 use quern_core::{Failure, Topology};
-use quern_queue::{headers, QueueError};
+use quern_queue::dead_letters::{self, FailedAttempt};
+use quern_queue::QueueError;
 
 /// Publishes retries and dead letters on a channel of its own, in confirm mode. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -23,9 +23,7 @@ pub struct Republisher {
 
 /// Failed attempts recorded on the message so far (0 for a fresh job).
 pub fn failed_attempts(delivery: &Delivery) -> u32 {
-    headers::get_i64(delivery.properties.headers().as_ref(), headers::ATTEMPTS)
-        .and_then(|n| u32::try_from(n).ok())
-        .unwrap_or(0)
+    dead_letters::failed_attempts(delivery.properties.headers().as_ref())
 }
 
 impl Republisher {
@@ -60,7 +58,9 @@ impl Republisher {
         failed_attempts: u32,
         failure: &Failure,
     ) -> Result<(), QueueError> {
-        let properties = self.failure_properties(delivery, failed_attempts, failure);
+        let original = delivery.properties.headers().as_ref();
+        let table = dead_letters::retry_headers(original, &self.attempt(delivery, failed_attempts, failure));
+        let properties = delivery.properties.clone().with_headers(table);
         // The default exchange routes to the queue named by the routing key.
         self.publish("", &self.topology.retry_queue(after), &delivery.data, properties).await
     }
@@ -72,12 +72,9 @@ impl Republisher {
         failed_attempts: u32,
         failure: &Failure,
     ) -> Result<(), QueueError> {
-        let mut properties = self.failure_properties(delivery, failed_attempts, failure);
-        let mut table = properties.headers().clone().unwrap_or_default();
-        headers::set_str(&mut table, headers::REASON_CLASS, failure.class.as_str());
-        headers::set_str(&mut table, headers::REASON, &failure.reason);
-        headers::set_i64(&mut table, headers::DEAD_AT_MS, now_ms());
-        properties = properties.with_headers(table);
+        let original = delivery.properties.headers().as_ref();
+        let table = dead_letters::dead_letter_headers(original, &self.attempt(delivery, failed_attempts, failure));
+        let properties = delivery.properties.clone().with_headers(table);
         self.publish(&self.topology.dead_exchange(), "", &delivery.data, properties).await
     }
 
@@ -94,26 +91,14 @@ impl Republisher {
             .await
     }
 
-    /// The delivery's properties with the failure recorded in Quern's headers.
-    fn failure_properties(&self, delivery: &Delivery, failed_attempts: u32, failure: &Failure) -> BasicProperties {
-        let now = now_ms();
-        let original = delivery.properties.headers().as_ref();
-        let mut table = original.cloned().unwrap_or_else(FieldTable::default);
-        let first_failure = headers::get_i64(original, headers::FIRST_FAILURE_AT_MS).unwrap_or(now);
-        let (first_exchange, first_routing_key) = match &self.replay_to {
-            Some((exchange, routing_key)) => (exchange.clone(), routing_key.clone()),
-            None => (delivery.exchange.to_string(), delivery.routing_key.to_string()),
+    /// The failed attempt as the headers record it: replays go where the message was first published, or where
+    /// [`Republisher::replaying_to`] says.
+    fn attempt<'a>(&'a self, delivery: &'a Delivery, failed_attempts: u32, failure: &'a Failure) -> FailedAttempt<'a> {
+        let (exchange, routing_key) = match &self.replay_to {
+            Some((exchange, routing_key)) => (exchange.as_str(), routing_key.as_str()),
+            None => (delivery.exchange.as_str(), delivery.routing_key.as_str()),
         };
-        let exchange = headers::get_str(original, headers::ORIGINAL_EXCHANGE).unwrap_or(first_exchange);
-        let routing_key = headers::get_str(original, headers::ORIGINAL_ROUTING_KEY).unwrap_or(first_routing_key);
-        headers::set_i64(&mut table, headers::ATTEMPTS, i64::from(failed_attempts));
-        headers::set_str(&mut table, headers::ERROR, &failure.detail);
-        headers::set_i64(&mut table, headers::FIRST_FAILURE_AT_MS, first_failure);
-        headers::set_i64(&mut table, headers::LAST_FAILURE_AT_MS, now);
-        headers::set_str(&mut table, headers::WORKER_ID, &self.worker_id);
-        headers::set_str(&mut table, headers::ORIGINAL_EXCHANGE, &exchange);
-        headers::set_str(&mut table, headers::ORIGINAL_ROUTING_KEY, &routing_key);
-        delivery.properties.clone().with_headers(table)
+        FailedAttempt { failure, failed_attempts, worker_id: &self.worker_id, exchange, routing_key, now_ms: now_ms() }
     }
 }
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
-from support import AMQP_URL, Broker, unique_name
+from support import AMQP_URL, Broker, TlsBroker, unique_name
 
 from quern_producer import Producer
 
@@ -15,6 +15,14 @@ from quern_producer import Producer
 @pytest.fixture(scope="session")
 def broker() -> Broker:
     return Broker()
+
+
+@pytest.fixture(scope="session")
+def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
+    """A RabbitMQ node of its own with a TLS listener, for the whole session; stopped at its end."""
+    node = TlsBroker(tmp_path_factory.mktemp("tls") / "node")
+    yield node
+    node.stop()
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import os
 import select
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -20,7 +21,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pika
 import pika.exceptions
@@ -139,6 +140,46 @@ class Broker:
                 channel.exchange_delete(exchange)
         finally:
             connection.close()
+
+
+class TlsBroker(Broker):
+    """A throwaway RabbitMQ node with a TLS listener and a CA made for it (``scripts/rabbitmq-tls.sh``), seen
+    through pika's own TLS options (not the producer's reading of the URL). ``stop`` ends it; so does the script's
+    watchdog once this process is gone."""
+
+    SCRIPT = REPO_ROOT / "scripts" / "rabbitmq-tls.sh"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        done = subprocess.run(
+            ["bash", str(self.SCRIPT), "start", str(directory), str(os.getpid())],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{self.SCRIPT} start failed:\n{done.stderr}")
+        settings = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+        self.port = int(settings["QUERN_TLS_PORT"])
+        self.tls = Path(settings["QUERN_TLS_DIR"])
+        super().__init__(f"amqps://guest:guest@localhost:{self.port}/%2f")
+
+    def file(self, name: str) -> str:
+        return str(self.tls / name)
+
+    def url_with(self, **query: str) -> str:
+        """The node's URL with these query parameters, e.g. ``cacertfile=broker.file("ca.pem")``."""
+        return f"{self.url}?{urlencode(query)}" if query else self.url
+
+    def _channel(self) -> tuple[pika.BlockingConnection, Any]:
+        parameters = pika.URLParameters(self.url)
+        context = ssl.create_default_context(cafile=self.file("ca.pem"))
+        parameters.ssl_options = pika.SSLOptions(context, server_hostname="localhost")
+        connection = pika.BlockingConnection(parameters)
+        return connection, connection.channel()
+
+    def stop(self) -> None:
+        subprocess.run(["bash", str(self.SCRIPT), "stop", str(self.directory)], check=False, timeout=60)
 
 
 class TcpProxy:

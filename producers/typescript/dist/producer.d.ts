@@ -65,6 +65,8 @@ export declare class Producer<L = never, D = never> {
     /** The exchange and queues this producer publishes to. */
     readonly topology: Topology;
     private readonly url;
+    /** amqplib's TLS options, from the URL's query (see tls.ts); none for amqp://. */
+    private readonly tls;
     private readonly confirmTimeoutMs;
     private readonly connectTimeoutMs;
     private readonly connectionName;

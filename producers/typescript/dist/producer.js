@@ -5,6 +5,7 @@ import * as amqp from 'amqplib';
 import { Cutover } from './cutover.js';
 import { newJobId, isTraceparent, newTraceparent } from './ids.js';
 import { CONTRACT_VERSION, toJobBody } from './job.js';
+import { describeTlsError, tlsOptions } from './tls.js';
 import { declareTopology, topology } from './topology.js';
 /**
  * The broker did not confirm a job. Jobs listed in `unconfirmedJobIds` may or may not be queued: enqueue them
@@ -175,6 +176,8 @@ export class Producer {
     /** The exchange and queues this producer publishes to. */
     topology;
     url;
+    /** amqplib's TLS options, from the URL's query (see tls.ts); none for amqp://. */
+    tls;
     confirmTimeoutMs;
     connectTimeoutMs;
     connectionName;
@@ -185,8 +188,9 @@ export class Producer {
     cutover;
     /** Calls between validation and their last confirm or legacy call. */
     inFlight = new Set();
-    constructor(url, options, cutover, activeTraceparent) {
+    constructor(url, tls, options, cutover, activeTraceparent) {
         this.url = url;
+        this.tls = tls;
         this.cutover = cutover;
         this.topology = topology(options.queuePrefix);
         this.confirmTimeoutMs = options.confirmTimeoutMs;
@@ -202,6 +206,13 @@ export class Producer {
         if (typeof amqpUrl !== 'string' || !/^amqps?:\/\//.test(amqpUrl)) {
             throw new TypeError(`the AMQP URL must start with amqp:// or amqps://, got ${redactUrl(String(amqpUrl))}`);
         }
+        let tls;
+        try {
+            tls = tlsOptions(amqpUrl);
+        }
+        catch (error) {
+            throw new TypeError(`the AMQP URL ${redactUrl(amqpUrl)}: ${error.message}`);
+        }
         const settings = {
             queuePrefix: options.queuePrefix ?? 'quern',
             confirmTimeoutMs: positive(options.confirmTimeoutMs, 30_000, 'confirmTimeoutMs'),
@@ -210,7 +221,7 @@ export class Producer {
         };
         // Only an absent cutoverPercent means 100: null or NaN is a mistake to report, not a default to apply.
         const cutover = new Cutover(options.cutoverPercent === undefined ? 100 : options.cutoverPercent, options.legacy ?? undefined, options.legacyDelete ?? undefined);
-        const producer = new Producer(amqpUrl, settings, cutover, await loadOpenTelemetry());
+        const producer = new Producer(amqpUrl, tls, settings, cutover, await loadOpenTelemetry());
         await producer.live();
         return producer;
     }
@@ -399,12 +410,14 @@ export class Producer {
         let connection;
         try {
             connection = await amqp.connect(this.url, {
+                ...this.tls,
                 timeout: this.connectTimeoutMs,
                 clientProperties: { connection_name: this.connectionName },
             });
         }
         catch (error) {
-            throw new Error(`cannot connect to RabbitMQ at ${where}: ${describeError(error)}`, { cause: error });
+            const tls = describeTlsError(error, this.url.startsWith('amqps:'));
+            throw new Error(`cannot connect to RabbitMQ at ${where}: ${tls ?? describeError(error)}`, { cause: error });
         }
         // Until the session owns them, a broker-side close would emit 'error' with no listener: keep one.
         const early = () => { };

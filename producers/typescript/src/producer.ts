@@ -4,10 +4,12 @@
 
 import * as amqp from 'amqplib';
 import type { ChannelModel, ConfirmChannel, Options } from 'amqplib';
+import type { ConnectionOptions } from 'node:tls';
 
 import { Cutover, type LegacyDelete, type LegacyEnqueue } from './cutover.js';
 import { newJobId, isTraceparent, newTraceparent } from './ids.js';
 import { CONTRACT_VERSION, toJobBody, type DeleteInput, type JobBody, type JobInput } from './job.js';
+import { describeTlsError, tlsOptions } from './tls.js';
 import { declareTopology, topology, type Topology } from './topology.js';
 
 /**
@@ -254,6 +256,8 @@ export class Producer<L = never, D = never> {
   /** The exchange and queues this producer publishes to. */
   readonly topology: Topology;
   private readonly url: string;
+  /** amqplib's TLS options, from the URL's query (see tls.ts); none for amqp://. */
+  private readonly tls: ConnectionOptions;
   private readonly confirmTimeoutMs: number;
   private readonly connectTimeoutMs: number;
   private readonly connectionName: string;
@@ -265,8 +269,15 @@ export class Producer<L = never, D = never> {
   /** Calls between validation and their last confirm or legacy call. */
   private readonly inFlight = new Set<Promise<unknown>>();
 
-  private constructor(url: string, options: Settings, cutover: Cutover<L, D>, activeTraceparent: ActiveTraceparent) {
+  private constructor(
+    url: string,
+    tls: ConnectionOptions,
+    options: Settings,
+    cutover: Cutover<L, D>,
+    activeTraceparent: ActiveTraceparent,
+  ) {
     this.url = url;
+    this.tls = tls;
     this.cutover = cutover;
     this.topology = topology(options.queuePrefix);
     this.confirmTimeoutMs = options.confirmTimeoutMs;
@@ -286,6 +297,12 @@ export class Producer<L = never, D = never> {
     if (typeof amqpUrl !== 'string' || !/^amqps?:\/\//.test(amqpUrl)) {
       throw new TypeError(`the AMQP URL must start with amqp:// or amqps://, got ${redactUrl(String(amqpUrl))}`);
     }
+    let tls: ConnectionOptions;
+    try {
+      tls = tlsOptions(amqpUrl);
+    } catch (error) {
+      throw new TypeError(`the AMQP URL ${redactUrl(amqpUrl)}: ${(error as Error).message}`);
+    }
     const settings: Settings = {
       queuePrefix: options.queuePrefix ?? 'quern',
       confirmTimeoutMs: positive(options.confirmTimeoutMs, 30_000, 'confirmTimeoutMs'),
@@ -298,7 +315,7 @@ export class Producer<L = never, D = never> {
       options.legacy ?? undefined,
       options.legacyDelete ?? undefined,
     );
-    const producer = new Producer<L, D>(amqpUrl, settings, cutover, await loadOpenTelemetry());
+    const producer = new Producer<L, D>(amqpUrl, tls, settings, cutover, await loadOpenTelemetry());
     await producer.live();
     return producer;
   }
@@ -498,11 +515,13 @@ export class Producer<L = never, D = never> {
     let connection: ChannelModel;
     try {
       connection = await amqp.connect(this.url, {
+        ...this.tls,
         timeout: this.connectTimeoutMs,
         clientProperties: { connection_name: this.connectionName },
       });
     } catch (error) {
-      throw new Error(`cannot connect to RabbitMQ at ${where}: ${describeError(error)}`, { cause: error });
+      const tls = describeTlsError(error, this.url.startsWith('amqps:'));
+      throw new Error(`cannot connect to RabbitMQ at ${where}: ${tls ?? describeError(error)}`, { cause: error });
     }
     // Until the session owns them, a broker-side close would emit 'error' with no listener: keep one.
     const early = (): void => {};

@@ -2,16 +2,20 @@
 // QUERN_TEST_DATABASE_URL, a queue prefix and a database of each test's own, the Rust fake embedder and worker
 // binaries from target/debug, and a TCP proxy in front of RabbitMQ that a test can cut to play a broker outage.
 
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 
 import amqp from 'amqplib';
 import pg from 'pg';
+
+const execFileAsync = promisify(execFile);
 
 export const PACKAGE_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const REPO_ROOT = resolve(PACKAGE_DIR, '../..');
@@ -73,6 +77,53 @@ export function drain(queue) {
       messages.push(message);
     }
   });
+}
+
+/**
+ * A throwaway RabbitMQ node with a TLS listener and a CA made for it (scripts/rabbitmq-tls.sh), read back
+ * through amqplib's own TLS options (not the producer's reading of the URL). `stop()` ends it; so does the
+ * script's watchdog once this process is gone.
+ */
+export async function startTlsBroker() {
+  const script = join(REPO_ROOT, 'scripts', 'rabbitmq-tls.sh');
+  const dir = join(tmpdir(), uniqueName('quern-tls-ts'));
+  const { stdout } = await execFileAsync('bash', [script, 'start', dir, String(process.pid)], { timeout: 120_000 });
+  const settings = Object.fromEntries(
+    stdout
+      .split('\n')
+      .filter((line) => line.includes('='))
+      .map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]),
+  );
+  const port = Number(settings.QUERN_TLS_PORT);
+  const tls = settings.QUERN_TLS_DIR;
+  const file = (name) => join(tls, name);
+  const base = `amqps://guest:guest@localhost:${port}/%2f`;
+  return {
+    port,
+    file,
+    /** The node's URL with these query parameters, e.g. `{ cacertfile: broker.file('ca.pem') }`. */
+    url(query = {}) {
+      const search = new URLSearchParams(query).toString();
+      return search ? `${base}?${search}` : base;
+    },
+    /** Takes every ready message off `queue`. */
+    async drain(queue) {
+      const connection = await amqp.connect(base, { ca: readFileSync(file('ca.pem')), servername: 'localhost' });
+      connection.on('error', () => {});
+      try {
+        const channel = await connection.createChannel();
+        const messages = [];
+        for (;;) {
+          const message = await channel.get(queue, { noAck: true });
+          if (message === false) return messages;
+          messages.push(message);
+        }
+      } finally {
+        await connection.close().catch(() => {});
+      }
+    },
+    stop: () => execFileAsync('bash', [script, 'stop', dir], { timeout: 60_000 }),
+  };
 }
 
 /** Deletes the queues and exchanges of a prefix, retry delay queues included; never throws. */

@@ -2,14 +2,14 @@
 
 use std::process::ExitCode;
 
+use quern_config::BrokerArgs;
 use quern_producer::{Job, Producer, ProducerConfig};
-use quern_worker::config::BrokerArgs;
 use secrecy::ExposeSecret;
 
 use crate::output::outln;
 
 pub async fn run(broker: &BrokerArgs, collection: &str, document_ids: &[String]) -> anyhow::Result<ExitCode> {
-    let config = ProducerConfig::new(broker.amqp_url.expose_secret()).with_topology(broker.topology.clone());
+    let config = ProducerConfig::new(broker.url()?.expose_secret()).with_topology(broker.topology.clone());
     let producer = Producer::connect(config).await?;
     let jobs: Vec<Job> = document_ids.iter().map(|id| Job::delete(collection, id)).collect();
     let ids = producer.enqueue_many(&jobs).await?;

@@ -73,7 +73,7 @@ pub async fn run(args: EnqueueArgs) -> anyhow::Result<ExitCode> {
 /// so the duplicates cost a redelivery, not a second write.
 async fn publish(args: &EnqueueArgs, jobs: &[Job], bar: &ProgressBar) -> anyhow::Result<Vec<Uuid>> {
     let deadline = Instant::now() + Duration::from_secs(args.wait_timeout_secs);
-    let config = ProducerConfig::new(args.broker.amqp_url.expose_secret()).with_topology(args.broker.topology.clone());
+    let config = ProducerConfig::new(args.broker.url()?.expose_secret()).with_topology(args.broker.topology.clone());
     let mut outage = Outage::new("RabbitMQ");
     let producer = retry::until_deadline(
         deadline,
@@ -136,7 +136,7 @@ fn broker_cause(error: &ProducerError) -> &dyn Display {
 
 /// Polls `quern_jobs` until every job has succeeded or died, drawing a progress bar.
 async fn wait_for_jobs(args: &EnqueueArgs, job_ids: &[Uuid]) -> anyhow::Result<ExitCode> {
-    let store = Store::connect(&args.database.store_config())?;
+    let store = Store::connect(&args.database.store_config()?)?;
     let total = job_ids.len() as u64;
     let bar = progress_bar(total, "ingest");
     let started = Instant::now();

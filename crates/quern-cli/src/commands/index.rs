@@ -8,11 +8,11 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use quern_config::DatabaseArgs;
 use quern_store::{
     segments::segment_table, HnswParams, InvalidSetting, Maintainer, MaintenanceStep, Segment, SegmentBuild,
     SegmentPolicy, SegmentState, SegmentsStatus, Store,
 };
-use quern_worker::config::DatabaseArgs;
 use serde_json::json;
 
 use crate::output::outln;
@@ -103,7 +103,7 @@ pub async fn run(command: IndexCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn show_status(database: &DatabaseArgs, as_json: bool) -> anyhow::Result<ExitCode> {
-    let store = Store::connect(&database.store_config())?;
+    let store = Store::connect(&database.store_config()?)?;
     let status = store.segments_status().await.context("reading the segments")?;
     if as_json {
         outln!("{}", status_json(&status))?;
@@ -236,7 +236,7 @@ async fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(USAGE));
         }
     };
-    let store = Store::connect(&args.database.store_config())?;
+    let store = Store::connect(&args.database.store_config()?)?;
     let mut maintainer = Maintainer::new(store.clone(), policy);
     if !maintainer.acquire().await.context("taking the maintenance lease")? {
         let holder = store.segments_status().await.context("reading who holds the maintenance lease")?.maintainer_pid;

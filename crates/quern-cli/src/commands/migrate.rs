@@ -3,13 +3,13 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use quern_config::DatabaseArgs;
 use quern_store::{Store, VectorStorage};
-use quern_worker::config::DatabaseArgs;
 
 use crate::output::outln;
 
 pub async fn run(database: &DatabaseArgs, dimension: usize, storage: VectorStorage) -> anyhow::Result<ExitCode> {
-    let store = Store::connect(&database.store_config())?;
+    let store = Store::connect(&database.store_config()?)?;
     let report = store.migrate_with_storage(dimension, storage).await.context("migrating the database")?;
     if report.applied.is_empty() {
         outln!("database is up to date ({} migrations already applied)", report.already_applied.len())?;

@@ -5,6 +5,7 @@ pub mod dlq;
 mod enqueue;
 pub mod index;
 mod migrate;
+pub mod prune;
 mod search;
 pub mod shadow;
 mod status;
@@ -30,6 +31,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Dlq { command } => dlq::run(command).await,
         Command::Index { command } => index::run(command).await,
+        Command::Prune(args) => prune::run(&args).await,
         Command::Shadow { command } => shadow::run(command).await,
     }
 }

@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use quern_config::{DatabaseArgs, EmbeddingArgs};
 use quern_embed::{EmbedError, EmbeddingClient};
 use quern_store::Store;
-use quern_worker::config::{DatabaseArgs, EmbeddingArgs};
 use serde_json::json;
 
 use crate::output::outln;
@@ -19,14 +19,14 @@ pub async fn run(
     ef_search: u32,
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let client = EmbeddingClient::new(&embedding.client_config())?;
+    let client = EmbeddingClient::new(&embedding.client_config()?)?;
     let vector = client
         .embed_batch(&[query])
         .await
         .map_err(|error| anyhow::anyhow!(query_failure(client.shown_endpoint(), &error)))?
         .pop()
         .context("the embedding API returned no vector")?;
-    let store = Store::connect(&database.store_config())?;
+    let store = Store::connect(&database.store_config()?)?;
     let hits = store.search_with_ef(collection, pgvector::Vector::from(vector), k, ef_search).await?;
     if as_json {
         let results: Vec<_> = hits

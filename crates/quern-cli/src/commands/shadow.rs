@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use quern_config::DatabaseArgs;
 use quern_store::shadow::{compare, LegacyColumns, LegacyTable, ParityReport};
 use quern_store::Store;
-use quern_worker::config::DatabaseArgs;
 
 use crate::output::{closed_is_fine, outln};
 
@@ -49,7 +49,7 @@ pub struct ReportArgs {
     pub legacy_embedding_column: String,
     /// The shadow run's schema (quern-worker --shadow writes to `quern_shadow` unless --database-schema says
     /// otherwise).
-    #[arg(long, env = "QUERN_SHADOW_SCHEMA", default_value = quern_worker::config::SHADOW_SCHEMA, value_name = "SCHEMA")]
+    #[arg(long, env = "QUERN_SHADOW_SCHEMA", default_value = quern_store::shadow::SHADOW_SCHEMA, value_name = "SCHEMA")]
     pub shadow_schema: String,
     /// Compare the documents of this collection only.
     #[arg(long, value_name = "COLLECTION")]
@@ -90,7 +90,7 @@ pub async fn run(command: ShadowCommand) -> anyhow::Result<ExitCode> {
         embedding,
     };
     let legacy = LegacyTable::new(&args.legacy_table, &columns)?;
-    let store = Store::connect(&args.database.store_config()).context("check --database-url / QUERN_DATABASE_URL")?;
+    let store = Store::connect(&args.database.store_config()?).context("check --database-url / QUERN_DATABASE_URL")?;
     let sample = args.sample.map(|n| n as usize);
     let documents = store
         .shadow_documents(&legacy, &args.shadow_schema, args.collection.as_deref(), sample)

@@ -1,15 +1,16 @@
 //! `quern status <job_id>`: one job's fate. `quern status`: an overview for operators of one queue prefix (the
 //! same `--queue-prefix` scopes both halves, since several prefixes may share a broker and a database): each
-//! queue's depth and consumers, and the prefix's recent jobs by status with the commonest reasons they died.
+//! queue's depth and consumers, and the prefix's recent jobs by status with the commonest reasons they died; then
+//! what retention pruned (the whole database's: the last run and the last day's totals).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::anyhow;
+use quern_config::{BrokerArgs, DatabaseArgs};
 use quern_core::Topology;
 use quern_queue::depth::{queue_depths, QueueDepth};
-use quern_store::{JobOverview, Store};
-use quern_worker::config::{BrokerArgs, DatabaseArgs};
+use quern_store::{JobOverview, PruneHistory, Store};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
@@ -37,7 +38,7 @@ pub async fn run(
 }
 
 async fn job(database: &DatabaseArgs, job_id: uuid::Uuid, as_json: bool) -> anyhow::Result<ExitCode> {
-    let store = Store::connect(&database.store_config())?;
+    let store = Store::connect(&database.store_config()?)?;
     let Some(job) = store.job(job_id).await? else {
         if as_json {
             outln!("{}", json!({"job_id": job_id, "status": null}))?;
@@ -107,11 +108,12 @@ async fn overview(
     let names = queue_names(&broker.topology, &tiers);
     let (queues, jobs) = tokio::join!(read_queues(broker, &names), read_jobs(database, window, prefix));
 
-    let (shown_queues, shown_jobs) = (queues.as_deref().ok(), jobs.as_ref().ok());
+    let (shown_queues, shown_jobs) = (queues.as_deref().ok(), jobs.as_ref().ok().map(|(jobs, _)| jobs));
+    let pruning = jobs.as_ref().ok().and_then(|(_, pruning)| pruning.as_ref());
     let printed = if as_json {
-        outln!("{}", overview_json(prefix, shown_queues, shown_jobs))
+        outln!("{}", overview_json(prefix, shown_queues, shown_jobs, pruning))
     } else {
-        print_overview(prefix, shown_queues, shown_jobs, window_text.trim())
+        print_overview(prefix, shown_queues, shown_jobs, pruning, window_text.trim())
     };
     // A reader that went away (`quern status | head`) has what it wanted; the failures below and the exit status
     // still say which half did not answer.
@@ -137,7 +139,7 @@ fn usage(message: &str) -> ExitCode {
 /// definition (humantime: `500ms`, `10s`, `5m`, `1h30m`), so the delay queues named here are the worker's to
 /// the letter.
 fn parse_durations(text: &str) -> Result<Vec<Duration>, String> {
-    text.split(',').map(quern_worker::config::parse_duration).collect()
+    text.split(',').map(quern_config::parse_duration).collect()
 }
 
 /// The work queue, one delay queue per distinct tier, then the dead-letter queue.
@@ -155,7 +157,7 @@ fn queue_names(topology: &Topology, tiers: &[Duration]) -> Vec<String> {
 
 async fn read_queues(broker: &BrokerArgs, names: &[String]) -> anyhow::Result<Vec<QueueDepth>> {
     let read = async {
-        let connection = quern_queue::connect(broker.amqp_url.expose_secret(), "quern status").await?;
+        let connection = quern_queue::connect(broker.url()?.expose_secret(), "quern status").await?;
         let depths = queue_depths(&connection, names).await;
         let _ = connection.close(200, "status read".into()).await;
         Ok(depths?)
@@ -165,12 +167,23 @@ async fn read_queues(broker: &BrokerArgs, names: &[String]) -> anyhow::Result<Ve
         .map_err(|_| anyhow!("RabbitMQ did not answer within {} s", BROKER_TIMEOUT.as_secs()))?
 }
 
-async fn read_jobs(database: &DatabaseArgs, window: Duration, prefix: &str) -> anyhow::Result<JobOverview> {
-    let store = Store::connect(&database.store_config())?;
-    Ok(store.job_overview(window, prefix).await?)
+/// The prefix's recent jobs, and what retention pruned (database-wide; `None` before migration 6).
+async fn read_jobs(
+    database: &DatabaseArgs,
+    window: Duration,
+    prefix: &str,
+) -> anyhow::Result<(JobOverview, Option<PruneHistory>)> {
+    let store = Store::connect(&database.store_config()?)?;
+    let (jobs, pruning) = tokio::join!(store.job_overview(window, prefix), store.prune_history());
+    Ok((jobs?, pruning?))
 }
 
-fn overview_json(prefix: &str, queues: Option<&[QueueDepth]>, jobs: Option<&JobOverview>) -> Value {
+fn overview_json(
+    prefix: &str,
+    queues: Option<&[QueueDepth]>,
+    jobs: Option<&JobOverview>,
+    pruning: Option<&PruneHistory>,
+) -> Value {
     let queues = queues.map(|queues| {
         queues
             .iter()
@@ -191,13 +204,35 @@ fn overview_json(prefix: &str, queues: Option<&[QueueDepth]>, jobs: Option<&JobO
             "without_prefix": jobs.without_prefix,
         })
     });
-    json!({"queue_prefix": prefix, "queues": queues, "jobs": jobs, "dead_reasons": dead_reasons})
+    let pruning = pruning.map(|pruning| {
+        let last = pruning.last.as_ref().map(|run| {
+            json!({
+                "pruned_by": run.pruned_by,
+                "started_at": run.started_at.to_rfc3339(),
+                "finished_at": run.finished_at.to_rfc3339(),
+                "jobs": run.jobs,
+                "tombstones": run.tombstones,
+                "error": run.error,
+            })
+        });
+        json!({
+            "last_run": last,
+            "last_day": {
+                "runs": pruning.runs_last_day,
+                "jobs": pruning.jobs_last_day,
+                "tombstones": pruning.tombstones_last_day,
+            },
+            "tombstones_pruned_through": pruning.tombstones_pruned_through.map(|at| at.to_rfc3339()),
+        })
+    });
+    json!({"queue_prefix": prefix, "queues": queues, "jobs": jobs, "dead_reasons": dead_reasons, "pruning": pruning})
 }
 
 fn print_overview(
     prefix: &str,
     queues: Option<&[QueueDepth]>,
     jobs: Option<&JobOverview>,
+    pruning: Option<&PruneHistory>,
     window: &str,
 ) -> anyhow::Result<()> {
     outln!("queues and jobs of prefix `{prefix}` (--queue-prefix)")?;
@@ -208,6 +243,41 @@ fn print_overview(
     if let Some(jobs) = jobs {
         outln!()?;
         print_jobs(jobs, window)?;
+    }
+    if let Some(pruning) = pruning {
+        outln!()?;
+        print_pruning(pruning)?;
+    }
+    Ok(())
+}
+
+/// What retention pruned, for the whole database (every prefix sharing it).
+fn print_pruning(pruning: &PruneHistory) -> anyhow::Result<()> {
+    outln!("retention (the whole database)")?;
+    let Some(last) = &pruning.last else {
+        outln!("  no prune run yet (workers prune every --prune-every under their lease; or run `quern prune`)")?;
+        return Ok(());
+    };
+    let ago = (chrono::Utc::now() - last.finished_at).to_std().unwrap_or_default();
+    let ago = humantime::format_duration(Duration::from_secs(ago.as_secs()));
+    outln!(
+        "  last run    {} ({ago} ago, by {}): {} finished jobs, {} tombstones",
+        last.finished_at.to_rfc3339(),
+        last.pruned_by,
+        last.jobs,
+        last.tombstones
+    )?;
+    if let Some(error) = &last.error {
+        outln!("  it stopped  {error}")?;
+    }
+    outln!(
+        "  last day    {} runs: {} finished jobs, {} tombstones",
+        pruning.runs_last_day,
+        pruning.jobs_last_day,
+        pruning.tombstones_last_day
+    )?;
+    if let Some(through) = pruning.tombstones_pruned_through {
+        outln!("  stale jobs  created before {} with no document version are dead-lettered", through.to_rfc3339())?;
     }
     Ok(())
 }

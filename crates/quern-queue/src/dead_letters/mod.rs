@@ -1,5 +1,8 @@
-//! Reading the dead-letter queue and re-driving its messages, without losing any or reordering those that stay.
+//! Writing the failure headers of retries and dead letters, reading the dead-letter queue and re-driving its
+//! messages, without losing any or reordering those that stay.
 //!
+//! - `failure`: the headers a worker writes on a failed attempt ([`retry_headers`], [`dead_letter_headers`]), so
+//!   the crate that reads a dead letter is the one that writes it;
 //! - `letter`: a [`DeadLetter`] as read, its broker delivery count, and what a replay makes of it
 //!   ([`ReplayTarget`], [`DeadLetter::replay_properties`]);
 //! - `scan`: the [`DeadLetterScan`]: reading the queue through one consumer, removing what the caller dealt with,
@@ -36,10 +39,12 @@
 //! RabbitMQ 4 with a limit puts returns back at the head, in the order the client returned them, which keeps
 //! the order too. A crash can duplicate a renewed message (copy confirmed, original not yet acked), never lose one.
 
+mod failure;
 mod letter;
 mod renew;
 mod scan;
 
+pub use failure::{dead_letter_headers, failed_attempts, retry_headers, FailedAttempt};
 pub use letter::{DeadLetter, ReplayTarget, DELIVERY_COUNT};
 pub use renew::{Renewal, ScanLimits, RENEW_AT, RETAIN_BYTES};
 pub use scan::{DeadLetterScan, Released, SCAN_CAP};

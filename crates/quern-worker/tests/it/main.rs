@@ -9,6 +9,7 @@ mod limits;
 mod ops;
 mod provider;
 mod reingest;
+mod retention;
 mod retries;
 mod segments;
 mod shutdown;

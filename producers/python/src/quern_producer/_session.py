@@ -23,6 +23,7 @@ import pika.exceptions
 import pika.frame
 import pika.spec
 
+from ._tls import describe_tls_error, split_tls_parameters, ssl_options
 from .contract import CONTRACT_VERSION
 from .topology import INGEST_ROUTING_KEY, Topology, declare
 from .tracing import TRACEPARENT_HEADER, new_root_traceparent
@@ -52,8 +53,10 @@ def connection_parameters(amqp_url: str, connection_name: str, confirm_timeout: 
         raise ValueError(
             f"amqp_url must be an amqp:// or amqps:// URL (amqp://user:password@host:port/vhost), got {shown}"
         )
+    # RabbitMQ's TLS parameters (cacertfile, ...) are not pika's: taken out here, made into its SSL options.
+    pika_url, tls = split_tls_parameters(amqp_url)
     try:
-        parameters = pika.URLParameters(amqp_url)
+        parameters = pika.URLParameters(pika_url)
     except Exception as error:
         reason = str(error)
         # pika's messages may quote parts of the URL: keep a password out of them.
@@ -61,6 +64,8 @@ def connection_parameters(amqp_url: str, connection_name: str, confirm_timeout: 
         if password and password in reason:
             reason = "invalid URL"
         raise ValueError(f"amqp_url {redact_url(amqp_url)} is not a valid AMQP URL: {reason}") from None
+    if tls:
+        parameters.ssl_options = ssl_options(tls)
     properties = dict(parameters.client_properties or {})
     # The name shown for the connection in RabbitMQ's management UI and `rabbitmqctl list_connections`.
     properties.setdefault("connection_name", connection_name)
@@ -92,8 +97,9 @@ def describe_target(parameters: pika.connection.Parameters) -> str:
     return f"{parameters.host}:{parameters.port} (vhost {parameters.virtual_host})"
 
 
-def describe_connect_error(error: BaseException) -> str:
-    """A one-line reason for a failed connection attempt, from pika's nested exceptions."""
+def describe_connect_error(error: BaseException, tls: bool = False) -> str:
+    """A one-line reason for a failed connection attempt, from pika's nested exceptions; ``tls`` when the
+    connection was an ``amqps://`` one."""
     if isinstance(error, pika.exceptions.ProbableAuthenticationError):
         return "login refused (check the user and password of the URL)"
     if isinstance(error, pika.exceptions.ProbableAccessDeniedError):
@@ -114,6 +120,9 @@ def describe_connect_error(error: BaseException) -> str:
             cause = inner
             continue
         break
+    tls_failure = describe_tls_error(cause, tls)
+    if tls_failure is not None:
+        return tls_failure
     if isinstance(cause, socket.gaierror):
         return f"cannot resolve the host name ({cause.strerror})"
     if isinstance(cause, OSError) and cause.strerror:
@@ -277,6 +286,7 @@ class Session:
         self.error: str | None = None
         self.channel: pika.channel.Channel | None = None
         self._target = describe_target(parameters)
+        self._tls = parameters.ssl_options is not None
         self._confirms = Confirms()
         self.connection = connect(
             parameters=parameters,
@@ -348,7 +358,7 @@ class Session:
         self._notify()
 
     def _on_connection_open_error(self, _connection: Any, error: BaseException) -> None:
-        self.fail(f"cannot connect to RabbitMQ at {self._target}: {describe_connect_error(error)}")
+        self.fail(f"cannot connect to RabbitMQ at {self._target}: {describe_connect_error(error, self._tls)}")
 
     def _on_connection_closed(self, _connection: Any, error: BaseException) -> None:
         self.fail(f"the connection to RabbitMQ at {self._target} was lost: {describe_error(error)}")

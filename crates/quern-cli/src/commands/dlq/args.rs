@@ -1,11 +1,10 @@
 //! The flags of `quern dlq list | show | replay | purge`.
 
 use clap::{Args, Subcommand};
+use quern_config::BrokerArgs;
 use quern_queue::dead_letters::SCAN_CAP;
-use quern_worker::config::BrokerArgs;
 
 use super::filter::FilterArgs;
-use super::replay::parse_rate;
 
 /// Inspect and re-drive the dead-letter queue `<prefix>.dead`.
 #[derive(Debug, Subcommand)]
@@ -100,4 +99,28 @@ pub struct PurgeArgs {
     /// Confirm the deletion (without it, purge refuses and exits with status 2).
     #[arg(long)]
     pub yes: bool,
+}
+
+/// Parses a rate in messages per second: `50`, `50/s` or `2.5`.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let number = text.trim().strip_suffix("/s").unwrap_or(text.trim());
+    match number.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("`{text}`: expected messages per second, a positive number such as 50 or 50/s")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rate;
+
+    #[test]
+    fn rates_are_per_second() {
+        assert_eq!(parse_rate("50"), Ok(50.0));
+        assert_eq!(parse_rate("50/s"), Ok(50.0));
+        assert_eq!(parse_rate("0.5"), Ok(0.5));
+        for bad in ["0", "-1", "fast", "50/m", "inf", ""] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
 }

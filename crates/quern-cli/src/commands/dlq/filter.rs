@@ -1,8 +1,9 @@
-//! Which dead letters a command acts on: the filter flags, their matching, and durations such as `30s` or `2h`.
+//! Which dead letters a command acts on: the filter flags, their matching, and durations such as `30s` or `1h30m`.
 
 use std::time::Duration;
 
 use clap::Args;
+use quern_config::parse_duration;
 
 use super::view::LetterView;
 
@@ -21,10 +22,10 @@ pub struct FilterArgs {
     /// The `collection` in the body.
     #[arg(long)]
     pub collection: Option<String>,
-    /// Dead for at least this long (`30s`, `10m`, `2h`, `1d`), by the dead-at header or else the last failure.
+    /// Dead for at least this long (`30s`, `10m`, `1h30m`, `1d`), by the dead-at header or else the last failure.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub older_than: Option<Duration>,
-    /// Dead for less than this long (`30s`, `10m`, `2h`, `1d`).
+    /// Dead for less than this long (`30s`, `10m`, `1h30m`, `1d`).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub newer_than: Option<Duration>,
 }
@@ -81,38 +82,9 @@ impl FilterArgs {
     }
 }
 
-/// Parses `30s`, `10m`, `2h`, `1d` or `1w` (a whole number and one unit).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let expected = || format!("`{text}`: expected a whole number and a unit s, m, h, d or w (e.g. 30s, 10m, 2h, 1d)");
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(expected)?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| expected())?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => return Err(expected()),
-    };
-    number.checked_mul(seconds).map(Duration::from_secs).ok_or_else(expected)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_need_a_unit() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7_200)));
-        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
-        for bad in ["", "10", "h", "1.5h", "-1h", "2 h", "3y", "99999999999999999999d"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn every_given_filter_must_match() {

@@ -2,7 +2,8 @@
 //!
 //! - [`args`]: the flags; [`filter`]: which messages; [`view`]: a message as an operator reads it;
 //! - [`list`] and [`show`] read only: every message read goes back to its place;
-//! - [`sweep`] is the loop [`replay`] and [`purge`] share; [`report`] prints the summary and the audit line.
+//! - [`sweep`] is the loop [`replay`] and [`purge`] share: each implements its `SweepAction`, so the loop imports
+//!   neither; [`report`] prints the summary and the audit line.
 //!
 //! The broker side (reading with one consumer, keeping what stays in its order, renewing messages before a
 //! broker's delivery limit could drop them, replay headers) is `quern_queue::dead_letters`; why it is built that
@@ -20,8 +21,8 @@ mod view;
 
 use std::process::ExitCode;
 
+use quern_config::BrokerArgs;
 use quern_queue::lapin::Connection;
-use quern_worker::config::BrokerArgs;
 use secrecy::ExposeSecret;
 
 pub use args::DlqCommand;
@@ -37,5 +38,5 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn connect(broker: &BrokerArgs) -> anyhow::Result<Connection> {
-    Ok(quern_queue::connect(broker.amqp_url.expose_secret(), "quern dlq").await?)
+    Ok(quern_queue::connect(broker.url()?.expose_secret(), "quern dlq").await?)
 }

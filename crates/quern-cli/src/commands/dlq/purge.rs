@@ -2,12 +2,12 @@
 
 use std::process::ExitCode;
 
-use quern_queue::dead_letters::DeadLetterScan;
+use quern_queue::dead_letters::{DeadLetter, DeadLetterScan};
 
 use super::args::PurgeArgs;
 use super::filter::FILTER_FLAGS;
-use super::report::{self, Outcome, Summary, USAGE};
-use super::sweep::{sweep, Act};
+use super::report::{Outcome, Summary, USAGE};
+use super::sweep::{self, SweepAction};
 use super::view::LetterView;
 
 pub async fn run(args: PurgeArgs) -> anyhow::Result<ExitCode> {
@@ -21,27 +21,34 @@ pub async fn run(args: PurgeArgs) -> anyhow::Result<ExitCode> {
     }
     let connection = super::connect(&args.broker).await?;
     let options = format!("{} --limit {}", args.act.filters.describe(), args.act.limit);
-    let mut summary = Summary::new("purge", args.act.dry_run, options);
-    let mut act = Act::Purge { dry_run: args.act.dry_run };
-    let result = sweep(&connection, &args.broker.topology, &args.act, &mut act, &mut summary).await;
-    let _ = connection.close(200, "purge done".into()).await;
-    report::finish(summary, result, args.act.json)
+    let purge = Purge { dry_run: args.act.dry_run };
+    sweep::run(connection, &args.broker.topology, &args.act, options, purge).await
 }
 
-/// Deletes (acks) one selected message, or in a dry run holds it and says it would.
-pub async fn take(
+/// Deletes each selected message, or in a dry run holds it and says it would.
+#[derive(Debug)]
+struct Purge {
     dry_run: bool,
-    seq: usize,
-    tag: u64,
-    view: &LetterView,
-    scan: &mut DeadLetterScan,
-    summary: &mut Summary,
-) -> anyhow::Result<()> {
-    if dry_run {
-        summary.record(seq, view, Outcome::Would, None);
-    } else {
-        scan.remove(tag).await?;
-        summary.record(seq, view, Outcome::Done, None);
+}
+
+impl SweepAction for Purge {
+    const VERB: &'static str = "purge";
+
+    /// Deletes (acks) one selected message, or in a dry run holds it and says it would.
+    async fn take(
+        &mut self,
+        seq: usize,
+        letter: DeadLetter,
+        view: &LetterView,
+        scan: &mut DeadLetterScan,
+        summary: &mut Summary,
+    ) -> anyhow::Result<bool> {
+        if self.dry_run {
+            summary.record(seq, view, Outcome::Would, None);
+        } else {
+            scan.remove(letter.delivery_tag).await?;
+            summary.record(seq, view, Outcome::Done, None);
+        }
+        Ok(true)
     }
-    Ok(())
 }

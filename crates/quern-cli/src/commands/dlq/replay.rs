@@ -16,8 +16,8 @@ use tokio::time::{Interval, MissedTickBehavior};
 
 use super::args::ReplayArgs;
 use super::filter::FILTER_FLAGS;
-use super::report::{self, Outcome, Summary, USAGE};
-use super::sweep::{sweep, Act};
+use super::report::{Outcome, Summary, USAGE};
+use super::sweep::{self, SweepAction};
 use super::view::{now_ms, LetterView};
 
 /// Publishes awaiting their confirm at once.
@@ -41,20 +41,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if args.force {
         options.push_str(" --force");
     }
-    let mut summary = Summary::new("replay", args.act.dry_run, options);
-    let mut act = Act::Replay(Box::new(replayer));
-    let result = sweep(&connection, &args.broker.topology, &args.act, &mut act, &mut summary).await;
-    let _ = connection.close(200, "replay done".into()).await;
-    report::finish(summary, result, args.act.json)
-}
-
-/// Parses a rate in messages per second: `50`, `50/s` or `2.5`.
-pub fn parse_rate(text: &str) -> Result<f64, String> {
-    let number = text.trim().strip_suffix("/s").unwrap_or(text.trim());
-    match number.parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
-        _ => Err(format!("`{text}`: expected messages per second, a positive number such as 50 or 50/s")),
-    }
+    sweep::run(connection, &args.broker.topology, &args.act, options, replayer).await
 }
 
 #[derive(Debug)]
@@ -67,7 +54,7 @@ struct InFlight {
 
 /// The publishing side of a replay: its own channel in confirm mode, pacing, and the confirms in flight.
 #[derive(Debug)]
-pub struct Replayer {
+struct Replayer {
     /// `None` in a dry run: nothing is published.
     channel: Option<Channel>,
     topology: Topology,
@@ -104,8 +91,29 @@ impl Replayer {
         })
     }
 
+    /// Removes the oldest in-flight message from the dead-letter queue if its publish was confirmed, else holds
+    /// it; `false` when it failed. An ack that fails is an error: the message may then be replayed twice.
+    async fn settle_oldest(&mut self, scan: &mut DeadLetterScan, summary: &mut Summary) -> anyhow::Result<bool> {
+        let Some(InFlight { seq, tag, view, pending }) = self.in_flight.pop_front() else { return Ok(true) };
+        match pending.wait(DEFAULT_CONFIRM_TIMEOUT).await {
+            Ok(()) => {
+                scan.remove(tag).await?;
+                summary.record(seq, &view, Outcome::Done, None);
+                Ok(true)
+            }
+            Err(error) => {
+                summary.record(seq, &view, Outcome::Failed, Some(error.to_string()));
+                Ok(false)
+            }
+        }
+    }
+}
+
+impl SweepAction for Replayer {
+    const VERB: &'static str = "replay";
+
     /// Replays (or refuses, or describes) one selected message; `false` once a publish failed.
-    pub async fn take(
+    async fn take(
         &mut self,
         seq: usize,
         letter: DeadLetter,
@@ -149,42 +157,10 @@ impl Replayer {
     }
 
     /// Awaits every confirm still in flight.
-    pub async fn settle_all(&mut self, scan: &mut DeadLetterScan, summary: &mut Summary) -> anyhow::Result<()> {
+    async fn finish(&mut self, scan: &mut DeadLetterScan, summary: &mut Summary) -> anyhow::Result<()> {
         while !self.in_flight.is_empty() {
             self.settle_oldest(scan, summary).await?;
         }
         Ok(())
-    }
-
-    /// Removes the oldest in-flight message from the dead-letter queue if its publish was confirmed, else holds
-    /// it; `false` when it failed. An ack that fails is an error: the message may then be replayed twice.
-    async fn settle_oldest(&mut self, scan: &mut DeadLetterScan, summary: &mut Summary) -> anyhow::Result<bool> {
-        let Some(InFlight { seq, tag, view, pending }) = self.in_flight.pop_front() else { return Ok(true) };
-        match pending.wait(DEFAULT_CONFIRM_TIMEOUT).await {
-            Ok(()) => {
-                scan.remove(tag).await?;
-                summary.record(seq, &view, Outcome::Done, None);
-                Ok(true)
-            }
-            Err(error) => {
-                summary.record(seq, &view, Outcome::Failed, Some(error.to_string()));
-                Ok(false)
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_rate;
-
-    #[test]
-    fn rates_are_per_second() {
-        assert_eq!(parse_rate("50"), Ok(50.0));
-        assert_eq!(parse_rate("50/s"), Ok(50.0));
-        assert_eq!(parse_rate("0.5"), Ok(0.5));
-        for bad in ["0", "-1", "fast", "50/m", "inf", ""] {
-            assert!(parse_rate(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -1,29 +1,28 @@
-//! The loop `replay` and `purge` share: read the dead-letter queue to its end, act on the selected messages,
-//! hold every other one, then keep the held ones in their order (returned, or renewed: `quern_queue::dead_letters`).
+//! The loop `replay` and `purge` share, each through its [`SweepAction`]: read the dead-letter queue to its end,
+//! act on the selected messages, hold every other one, then keep the held ones in their order (returned, or
+//! renewed: `quern_queue::dead_letters`).
 //!
 //! After `--limit` selections, or after a failed publish, the loop keeps reading without selecting: a message
 //! given back goes to the tail of a RabbitMQ 3.x quorum queue, so stopping early would put the messages read
 //! so far behind the unread ones (see `quern_queue::dead_letters`).
+
+use std::process::ExitCode;
 
 use quern_core::Topology;
 use quern_queue::dead_letters::{DeadLetter, DeadLetterScan};
 use quern_queue::lapin::Connection;
 
 use super::args::ActArgs;
-use super::purge;
-use super::replay::Replayer;
-use super::report::{note_release, Summary};
+use super::report::{self, note_release, Summary};
 use super::view::{now_ms, LetterView};
 
-/// What the run does with each selected message.
-#[derive(Debug)]
-pub enum Act {
-    Replay(Box<Replayer>),
-    Purge { dry_run: bool },
-}
+/// What a run does with each selected message. `replay` and `purge` implement it, so the loop here knows
+/// neither of them.
+pub trait SweepAction {
+    /// The verb the summary, the audit line and the connection's close reason use (`replay`, `purge`).
+    const VERB: &'static str;
 
-impl Act {
-    /// Acts on one selected message; `false` means stop selecting (a publish failed).
+    /// Acts on one selected message, counting into `summary`; `false` means stop selecting (a publish failed).
     async fn take(
         &mut self,
         seq: usize,
@@ -31,37 +30,42 @@ impl Act {
         view: &LetterView,
         scan: &mut DeadLetterScan,
         summary: &mut Summary,
-    ) -> anyhow::Result<bool> {
-        match self {
-            Act::Replay(replayer) => replayer.take(seq, letter, view, scan, summary).await,
-            Act::Purge { dry_run } => {
-                purge::take(*dry_run, seq, letter.delivery_tag, view, scan, summary).await.map(|()| true)
-            }
-        }
-    }
+    ) -> anyhow::Result<bool>;
 
-    /// Settles whatever is still in flight.
-    async fn finish(&mut self, scan: &mut DeadLetterScan, summary: &mut Summary) -> anyhow::Result<()> {
-        match self {
-            Act::Replay(replayer) => replayer.settle_all(scan, summary).await,
-            Act::Purge { .. } => Ok(()),
-        }
+    /// Settles whatever is still in flight, before the scan keeps the held messages in their place.
+    async fn finish(&mut self, _scan: &mut DeadLetterScan, _summary: &mut Summary) -> anyhow::Result<()> {
+        Ok(())
     }
 }
 
-/// Runs `act` over the dead-letter queue of `topology`, counting into `summary`. The held messages are given
+/// One whole run: sweeps with `action`, closes `connection`, then prints the summary and the audit line (`options`
+/// describes the flags) and turns the result into the exit status.
+pub async fn run<A: SweepAction>(
+    connection: Connection,
+    topology: &Topology,
+    args: &ActArgs,
+    options: String,
+    mut action: A,
+) -> anyhow::Result<ExitCode> {
+    let mut summary = Summary::new(A::VERB, args.dry_run, options);
+    let result = sweep(&connection, topology, args, &mut action, &mut summary).await;
+    let _ = connection.close(200, format!("{} done", A::VERB).as_str().into()).await;
+    report::finish(summary, result, args.json)
+}
+
+/// Runs `action` over the dead-letter queue of `topology`, counting into `summary`. The held messages are given
 /// back even when the run fails half way (if the channel is gone, the broker returns them itself).
-pub async fn sweep(
+async fn sweep<A: SweepAction>(
     connection: &Connection,
     topology: &Topology,
     args: &ActArgs,
-    act: &mut Act,
+    action: &mut A,
     summary: &mut Summary,
 ) -> anyhow::Result<()> {
     let mut scan = DeadLetterScan::open(connection, topology).await?;
-    let walked = walk(&mut scan, args, act, summary).await;
+    let walked = walk(&mut scan, args, action, summary).await;
     // Confirms still in flight decide whether their messages are removed or held, so settle before releasing.
-    let settled = act.finish(&mut scan, summary).await;
+    let settled = action.finish(&mut scan, summary).await;
     summary.read = scan.read();
     summary.left_unread = scan.left_unread();
     let released = scan.release(connection).await;
@@ -71,7 +75,12 @@ pub async fn sweep(
     Ok(())
 }
 
-async fn walk(scan: &mut DeadLetterScan, args: &ActArgs, act: &mut Act, summary: &mut Summary) -> anyhow::Result<()> {
+async fn walk<A: SweepAction>(
+    scan: &mut DeadLetterScan,
+    args: &ActArgs,
+    action: &mut A,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
     let now = now_ms();
     let limit = args.limit as usize;
     let mut selecting = true;
@@ -86,7 +95,7 @@ async fn walk(scan: &mut DeadLetterScan, args: &ActArgs, act: &mut Act, summary:
             continue;
         }
         let seq = summary.select(&view);
-        let carry_on = act.take(seq, letter, &view, scan, summary).await?;
+        let carry_on = action.take(seq, letter, &view, scan, summary).await?;
         selecting = carry_on && summary.selected < limit;
     }
     Ok(())
