@@ -139,7 +139,7 @@ quern_wait_for() {
     done
 }
 
-# PgBouncer, which the Postgres TLS tests (crates/quern-store/tests/tls.rs) start, TLS-only, in front of the test
+# PgBouncer, which the Postgres TLS tests (quern_testkit::tls::TlsPostgres) start, TLS-only, in front of the test
 # server: installed with apt-get when missing. Debian's package may start its own service on port 6432; the tests
 # use their own instances on free ports, not that one.
 quern_ensure_pgbouncer() {

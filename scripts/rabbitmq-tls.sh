@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A throwaway RabbitMQ node with a TLS listener, and the certificates to talk to it, for the amqps:// tests
-# (crates/quern-queue/tests/tls.rs, the Python and the TypeScript producers' suites):
+# (the Rust ones through quern_testkit::tls::TlsBroker, the Python and the TypeScript producers' suites):
 #
 #   scripts/rabbitmq-tls.sh start DIR [OWNER_PID]   make a CA and certificates in DIR/tls, start a node whose
 #                                                   data, logs and config all live in DIR; print its settings

@@ -2,11 +2,9 @@
 //! (`scripts/rabbitmq-tls.sh`): the right CA and host name connect, and a job goes through with its confirm and is
 //! consumed; a wrong CA, a wrong name or a refused client certificate fail with a message that says so.
 //!
-//! One throwaway node serves every test of this file; it is stopped (and its directory deleted) by the script's
-//! watchdog once this test process exits, however it exits.
+//! One throwaway node ([`TlsBroker`], from the testkit) serves every test of this file; it is stopped (and its
+//! directory deleted) by the script's watchdog once this test process exits, however it exits.
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -15,61 +13,7 @@ use quern_queue::lapin::options::{BasicAckOptions, BasicConsumeOptions};
 use quern_queue::lapin::types::FieldTable;
 use quern_queue::lapin::{BasicProperties, Connection};
 use quern_queue::{QueueArguments, QueueError};
-
-/// The node this process started.
-struct TlsBroker {
-    port: u16,
-    /// Where the certificates are (see `scripts/rabbitmq-tls.sh`).
-    tls: PathBuf,
-}
-
-impl TlsBroker {
-    fn get() -> &'static TlsBroker {
-        static BROKER: OnceLock<Result<TlsBroker, String>> = OnceLock::new();
-        match BROKER.get_or_init(TlsBroker::start) {
-            Ok(broker) => broker,
-            Err(error) => panic!("{error}"),
-        }
-    }
-
-    fn start() -> Result<TlsBroker, String> {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/rabbitmq-tls.sh");
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let dir = std::env::temp_dir().join(format!("quern-tls-{}", &id[..12]));
-        let output = std::process::Command::new("bash")
-            .arg(script)
-            .arg("start")
-            .arg(&dir)
-            .arg(std::process::id().to_string())
-            .output()
-            .map_err(|error| format!("cannot run {script}: {error}"))?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        if !output.status.success() {
-            return Err(format!("{script} start failed:\n{}", String::from_utf8_lossy(&output.stderr)));
-        }
-        let value = |key: &str| {
-            stdout
-                .lines()
-                .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
-                .ok_or_else(|| format!("{script} printed no {key}: {stdout}"))
-        };
-        let port = value("QUERN_TLS_PORT")?.parse().map_err(|_| "QUERN_TLS_PORT is not a port".to_owned())?;
-        Ok(TlsBroker { port, tls: PathBuf::from(value("QUERN_TLS_DIR")?) })
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.tls.join(name).display().to_string()
-    }
-
-    /// `amqps://guest:guest@HOST:PORT/%2f?QUERY`.
-    fn url(&self, host: &str, query: &str) -> String {
-        format!("amqps://guest:guest@{host}:{}/%2f?{query}", self.port)
-    }
-
-    fn url_with_ca(&self, host: &str, ca: &str) -> String {
-        self.url(host, &format!("cacertfile={}", self.file(ca)))
-    }
-}
+use quern_testkit::tls::TlsBroker;
 
 async fn connect(url: &str) -> Result<Connection, QueueError> {
     tokio::time::timeout(Duration::from_secs(30), quern_queue::connect(url, "quern-test-tls"))

@@ -4,7 +4,10 @@
 //! - [`TestQueues`]: a unique queue prefix per test, so tests run in parallel without seeing each other's jobs;
 //! - [`TestDatabase`]: a fresh database per test, migrated, dropped at the end;
 //! - [`init_tracing`]: quiet unless `TEST_LOG` is set;
-//! - the fake embedder, re-exported, to start a real HTTP embedding server per test.
+//! - the fake embedder, re-exported, to start a real HTTP embedding server per test;
+//! - [`tls`]: a RabbitMQ node with a TLS listener and a TLS-only PgBouncer, for `amqps://` and `verify-full`.
+
+pub mod tls;
 
 use std::time::Duration;
 
@@ -81,6 +84,11 @@ impl TestDatabase {
         let db = TestDatabase::create_empty().await;
         db.store().migrate_with_storage(dimension, storage).await.expect("migrate test database");
         db
+    }
+
+    /// The database's name (to reach it through another server, such as [`tls::TlsPostgres`]).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// A store on this database.

@@ -14,3 +14,4 @@ mod retries;
 mod segments;
 mod shutdown;
 mod startup;
+mod tls;
