@@ -11,7 +11,8 @@
 #    doctests, which reuse the same build;
 # 4. runs the Python producer's tests (pytest, in a virtual environment it makes) and the TypeScript producer's
 #    (`npm ci`, then `node --test`), both against a real quern-worker, and the Celery suite (a real Celery app's
-#    tasks taken over by the worker, in a virtual environment of its own);
+#    tasks taken over by the worker, in a virtual environment of its own), then the web console's browser tests
+#    (`quern console` driven in Debian's headless Chromium by playwright-core, installing both when missing);
 # 5. runs scripts/pg-cpu-check.sh: the installed PostgreSQL + pgvector under emulated older CPUs (skipped when the
 #    services were given from outside, or with QUERN_SKIP_CPU_CHECK=1).
 set -euo pipefail
@@ -39,6 +40,7 @@ quern_log "ran the tests in $((SECONDS - started))s"
 bash scripts/test-python.sh
 bash scripts/test-typescript.sh
 bash scripts/test-celery.sh
+bash scripts/test-console.sh
 
 if [[ ${QUERN_SERVICES_GIVEN:-} == 1 || ${QUERN_SKIP_CPU_CHECK:-} == 1 ]]; then
     quern_log "skipping scripts/pg-cpu-check.sh (services given from outside, or QUERN_SKIP_CPU_CHECK=1)"

@@ -141,6 +141,15 @@ pub enum Command {
     /// --prune-batch-rows rows is a short transaction of its own that skips rows a writer holds, so workers carry
     /// on meanwhile. The run is recorded for `quern status`.
     Prune(crate::commands::prune::PruneArgs),
+    /// Serve the web console for on-call: the fleet at a glance, jobs, and dead letters to inspect, replay and
+    /// purge.
+    ///
+    /// Listens on 127.0.0.1:8787 by default, where reading needs no token. Replays and purges need the token in
+    /// QUERN_CONSOLE_TOKEN (at least 16 characters), typed into the confirmation form or given once at /login;
+    /// on a non-loopback --listen the console refuses to start without it, and every page asks for it. The
+    /// overview's embedding figures come from the workers' --metrics-addr endpoints given in --worker-metrics.
+    /// Prints `quern console: listening on http://ADDR/` when ready; ctrl-c or SIGTERM stops it.
+    Console(crate::commands::console::ConsoleArgs),
     /// Shadow runs beside a legacy worker (`quern-worker --shadow`): compare what each stored.
     Shadow {
         #[command(subcommand)]

@@ -1,4 +1,4 @@
-//! `quern`: the operator's and producer's command line (migrate, enqueue, status, search, delete, dlq, index, prune, shadow).
+//! `quern`: the operator's and producer's command line (migrate, enqueue, status, search, delete, dlq, index, prune, shadow, console).
 
 mod cli;
 mod commands;

@@ -76,6 +76,27 @@ pub struct JobRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The columns [`job_record`] reads, in its order.
+const JOB_COLUMNS: &str =
+    "job_id, collection, document_id, op, status, attempts, last_error, chunk_count, created_at, updated_at, queue_prefix";
+
+/// A row selected with [`JOB_COLUMNS`].
+fn job_record(row: &tokio_postgres::Row) -> JobRecord {
+    JobRecord {
+        job_id: row.get(0),
+        collection: row.get(1),
+        document_id: row.get(2),
+        op: row.get(3),
+        queue_prefix: row.get(10),
+        status: JobStatus::parse(row.get(4)).unwrap_or(JobStatus::Running),
+        attempts: row.get(5),
+        last_error: row.get(6),
+        chunk_count: row.get(7),
+        created_at: row.get(8),
+        updated_at: row.get(9),
+    }
+}
+
 /// What [`Store::start_attempt`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobStart {
@@ -196,27 +217,37 @@ impl Store {
         self.timed("read job", async {
             let client = self.client().await?;
             let row = client
-                .query_opt(
-                    "SELECT job_id, collection, document_id, op, status, attempts, last_error, chunk_count,
-                            created_at, updated_at, queue_prefix
-                     FROM quern_jobs WHERE job_id = $1",
-                    &[&job_id],
-                )
+                .query_opt(&format!("SELECT {JOB_COLUMNS} FROM quern_jobs WHERE job_id = $1"), &[&job_id])
                 .await
                 .map_err(StoreError::db("read job"))?;
-            Ok(row.map(|row| JobRecord {
-                job_id: row.get(0),
-                collection: row.get(1),
-                document_id: row.get(2),
-                op: row.get(3),
-                queue_prefix: row.get(10),
-                status: JobStatus::parse(row.get(4)).unwrap_or(JobStatus::Running),
-                attempts: row.get(5),
-                last_error: row.get(6),
-                chunk_count: row.get(7),
-                created_at: row.get(8),
-                updated_at: row.get(9),
-            }))
+            Ok(row.as_ref().map(job_record))
+        })
+        .await
+    }
+
+    /// The most recently updated jobs (at most `limit`) of `collection`, or of one document of it: what an
+    /// operator looks for when someone asks "what happened to my document?". Scans the jobs table, which
+    /// retention keeps to its window, rather than make every job write keep one more index.
+    pub async fn find_jobs(
+        &self,
+        collection: &str,
+        document_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        self.timed("find jobs", async {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT {JOB_COLUMNS} FROM quern_jobs
+                         WHERE collection = $1 AND ($2::text IS NULL OR document_id = $2)
+                         ORDER BY updated_at DESC LIMIT $3"
+                    ),
+                    &[&collection, &document_id, &limit],
+                )
+                .await
+                .map_err(StoreError::db("find jobs"))?;
+            Ok(rows.iter().map(job_record).collect())
         })
         .await
     }

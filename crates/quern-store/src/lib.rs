@@ -36,7 +36,7 @@ pub use group_commit::{GroupCommitConfig, GroupCommitter};
 pub use index::{HnswParams, InvalidSetting, VectorStorage};
 pub use jobs::{JobRecord, JobStart, JobStatus};
 pub use maintenance::{Maintainer, MaintenanceStep, Sealer};
-pub use overview::{DeadReason, JobOverview};
+pub use overview::{DeadReason, JobOverview, ThroughputMinute};
 pub use pool::{Store, StoreConfig};
 pub use retention::{PruneHistory, PruneReport, PruneRun, Pruner, RetentionPolicy};
 pub use search::{default_ef_search, SearchHit};

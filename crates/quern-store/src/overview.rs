@@ -34,6 +34,17 @@ pub struct JobOverview {
     pub without_prefix: u64,
 }
 
+/// Jobs of one queue prefix that succeeded in one minute, and the chunks they wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThroughputMinute {
+    /// The minute's start.
+    pub minute: chrono::DateTime<chrono::Utc>,
+    /// Jobs that succeeded in it.
+    pub jobs: u64,
+    /// Chunks those jobs wrote.
+    pub chunks: u64,
+}
+
 /// One reason jobs died, and how many died of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadReason {
@@ -91,6 +102,35 @@ impl Store {
                 .map(|row| DeadReason { error: row.get(0), count: row.get::<_, i64>(1) as u64 })
                 .collect();
             Ok(overview)
+        })
+        .await
+    }
+
+    /// Succeeded jobs of `queue_prefix` per minute over the last `window` (minutes with none are left out), for
+    /// the console's throughput chart: the whole fleet's, whichever replica did the work. A job's `updated_at` is
+    /// the time it succeeded; reading it goes through the (status, updated_at) index.
+    pub async fn throughput(&self, window: Duration, queue_prefix: &str) -> Result<Vec<ThroughputMinute>, StoreError> {
+        self.timed("throughput", async {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT date_trunc('minute', updated_at), count(*), coalesce(sum(chunk_count), 0)::int8
+                     FROM quern_jobs
+                     WHERE status = 'succeeded' AND updated_at >= now() - make_interval(secs => $1)
+                       AND queue_prefix = $2
+                     GROUP BY 1 ORDER BY 1",
+                    &[&window.as_secs_f64(), &queue_prefix],
+                )
+                .await
+                .map_err(StoreError::db("throughput per minute"))?;
+            Ok(rows
+                .iter()
+                .map(|row| ThroughputMinute {
+                    minute: row.get(0),
+                    jobs: row.get::<_, i64>(1) as u64,
+                    chunks: row.get::<_, i64>(2) as u64,
+                })
+                .collect())
         })
         .await
     }

@@ -1,5 +1,6 @@
 //! One module per subcommand; [`run`] dispatches.
 
+pub mod console;
 mod delete;
 pub mod dlq;
 mod enqueue;
@@ -8,7 +9,7 @@ mod migrate;
 pub mod prune;
 mod search;
 pub mod shadow;
-mod status;
+pub mod status;
 
 use std::process::ExitCode;
 
@@ -33,5 +34,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Index { command } => index::run(command).await,
         Command::Prune(args) => prune::run(&args).await,
         Command::Shadow { command } => shadow::run(command).await,
+        Command::Console(args) => console::run(args).await,
     }
 }

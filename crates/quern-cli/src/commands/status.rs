@@ -138,12 +138,12 @@ fn usage(message: &str) -> ExitCode {
 /// Parses comma-separated durations exactly as `quern-worker --retry-tiers` does, with the worker's own flag
 /// definition (humantime: `500ms`, `10s`, `5m`, `1h30m`), so the delay queues named here are the worker's to
 /// the letter.
-fn parse_durations(text: &str) -> Result<Vec<Duration>, String> {
+pub(crate) fn parse_durations(text: &str) -> Result<Vec<Duration>, String> {
     text.split(',').map(quern_config::parse_duration).collect()
 }
 
 /// The work queue, one delay queue per distinct tier, then the dead-letter queue.
-fn queue_names(topology: &Topology, tiers: &[Duration]) -> Vec<String> {
+pub(crate) fn queue_names(topology: &Topology, tiers: &[Duration]) -> Vec<String> {
     let mut names = vec![topology.ingest_queue()];
     for tier in tiers {
         let name = topology.retry_queue(*tier);

@@ -5,19 +5,22 @@
 //! - [`sweep`] is the loop [`replay`] and [`purge`] share: each implements its `SweepAction`, so the loop imports
 //!   neither; [`report`] prints the summary and the audit line.
 //!
+//! `quern console` acts through the same functions (`replay::execute`, `purge::execute`, `list::read_all`,
+//! `show::find`), so the page and the command line give the same guarantees.
+//!
 //! The broker side (reading with one consumer, keeping what stays in its order, renewing messages before a
 //! broker's delivery limit could drop them, replay headers) is `quern_queue::dead_letters`; why it is built that
 //! way for RabbitMQ 3.x and 4.x is docs/brokers.md.
 
-mod args;
-mod filter;
-mod list;
-mod purge;
-mod replay;
-mod report;
-mod show;
+pub(crate) mod args;
+pub(crate) mod filter;
+pub(crate) mod list;
+pub(crate) mod purge;
+pub(crate) mod replay;
+pub(crate) mod report;
+pub(crate) mod show;
 mod sweep;
-mod view;
+pub(crate) mod view;
 
 use std::process::ExitCode;
 
@@ -37,6 +40,6 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn connect(broker: &BrokerArgs) -> anyhow::Result<Connection> {
+pub(crate) async fn connect(broker: &BrokerArgs) -> anyhow::Result<Connection> {
     Ok(quern_queue::connect(broker.url()?.expose_secret(), "quern dlq").await?)
 }

@@ -19,10 +19,17 @@ pub async fn run(args: PurgeArgs) -> anyhow::Result<ExitCode> {
         eprintln!("quern dlq purge: deleting dead letters cannot be undone; add --yes to confirm (or --dry-run to look first)");
         return Ok(ExitCode::from(USAGE));
     }
+    let (summary, result) = execute(&args).await?;
+    super::report::finish(summary, result, args.act.json)
+}
+
+/// Connects and deletes what `args` selects (it does not ask for `--yes`: callers confirm first) through the sweep
+/// loop, without printing. `quern console` calls this after its own confirmation.
+pub async fn execute(args: &PurgeArgs) -> anyhow::Result<(Summary, anyhow::Result<()>)> {
     let connection = super::connect(&args.broker).await?;
     let options = format!("{} --limit {}", args.act.filters.describe(), args.act.limit);
     let purge = Purge { dry_run: args.act.dry_run };
-    sweep::run(connection, &args.broker.topology, &args.act, options, purge).await
+    Ok(sweep::execute(connection, &args.broker.topology, &args.act, options, purge).await)
 }
 
 /// Deletes each selected message, or in a dry run holds it and says it would.

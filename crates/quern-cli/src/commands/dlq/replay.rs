@@ -28,8 +28,15 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         eprintln!("quern dlq replay: say which messages to replay: {FILTER_FLAGS} (see --help)");
         return Ok(ExitCode::from(USAGE));
     }
+    let (summary, result) = execute(&args).await?;
+    super::report::finish(summary, result, args.act.json)
+}
+
+/// Connects and replays what `args` selects through the sweep loop, without printing: what the run did, and
+/// whether it ran to its end (an error before the sweep started is the outer one). `quern console` calls this.
+pub async fn execute(args: &ReplayArgs) -> anyhow::Result<(Summary, anyhow::Result<()>)> {
     let connection = super::connect(&args.broker).await?;
-    let replayer = Replayer::open(&connection, &args).await?;
+    let replayer = Replayer::open(&connection, args).await?;
     let mut options =
         format!("{} --limit {} --max-replays {}", args.act.filters.describe(), args.act.limit, args.max_replays);
     if let Some(queue) = &args.to_queue {
@@ -41,7 +48,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if args.force {
         options.push_str(" --force");
     }
-    sweep::run(connection, &args.broker.topology, &args.act, options, replayer).await
+    Ok(sweep::execute(connection, &args.broker.topology, &args.act, options, replayer).await)
 }
 
 #[derive(Debug)]

@@ -98,6 +98,54 @@ impl Summary {
         self.lines.push(Line { seq, id: view.id().to_owned(), reason: view.reason_key().to_owned(), outcome, detail });
     }
 
+    /// Writes the audit line of this run by `user` at `at`: a `quern::audit` event for the logs, and the same on
+    /// stderr for whoever ran it.
+    pub fn audit(&self, user: &str, at: &str) {
+        tracing::info!(
+            target: "quern::audit",
+            user = %user,
+            at = %at,
+            action = self.verb,
+            dry_run = self.dry_run,
+            options = %self.options,
+            read = self.read,
+            selected = self.selected,
+            done = self.done,
+            refused = self.refused,
+            skipped = self.skipped,
+            failed = self.failed,
+            "dead-letter {}",
+            self.verb
+        );
+        eprintln!(
+            "audit: user={user} at={at} action={} dry_run={} options=\"{}\" {}",
+            self.verb,
+            self.dry_run,
+            self.options,
+            self.audit_counts()
+        );
+    }
+
+    /// What happened to each selected message, in reading order: its id, its reason, the outcome's name
+    /// (`replayed`, `would_purge`, `refused`, …) and any detail.
+    pub fn lines(&mut self) -> Vec<(String, String, String, Option<String>)> {
+        self.lines.sort_by_key(|line| line.seq);
+        self.lines
+            .iter()
+            .map(|l| (l.id.clone(), l.reason.clone(), self.outcome_name(l.outcome), l.detail.clone()))
+            .collect()
+    }
+
+    /// The first failure of a message, if any.
+    pub fn first_error(&self) -> Option<&str> {
+        self.first_error.as_deref()
+    }
+
+    /// The verb: `replay` or `purge`.
+    pub fn verb(&self) -> &'static str {
+        self.verb
+    }
+
     fn outcome_name(&self, outcome: Outcome) -> String {
         match outcome {
             Outcome::Done if self.verb.ends_with('e') => format!("{}d", self.verb),
@@ -221,29 +269,7 @@ pub fn finish(mut summary: Summary, result: anyhow::Result<()>, as_json: bool) -
             summary.left_unread
         );
     }
-    tracing::info!(
-        target: "quern::audit",
-        user = %user,
-        at = %at,
-        action = summary.verb,
-        dry_run = summary.dry_run,
-        options = %summary.options,
-        read = summary.read,
-        selected = summary.selected,
-        done = summary.done,
-        refused = summary.refused,
-        skipped = summary.skipped,
-        failed = summary.failed,
-        "dead-letter {}",
-        summary.verb
-    );
-    eprintln!(
-        "audit: user={user} at={at} action={} dry_run={} options=\"{}\" {}",
-        summary.verb,
-        summary.dry_run,
-        summary.options,
-        summary.audit_counts()
-    );
+    summary.audit(&user, &at);
     output::closed_is_fine(printed)?;
     result?;
     if let Some(error) = error {

@@ -16,19 +16,7 @@ use crate::output::outln;
 const NOT_FOUND: u8 = 4;
 
 pub async fn run(args: ShowArgs) -> anyhow::Result<ExitCode> {
-    let connection = super::connect(&args.broker).await?;
-    let now = now_ms();
-    let mut found: Option<DeadLetter> = None;
-    read_all(&connection, &args.broker.topology, |letter| {
-        if found.is_none() {
-            let view = LetterView::new(letter, now);
-            if view.message_id.as_deref() == Some(&args.id) || view.job_id.as_deref() == Some(&args.id) {
-                found = Some(letter.clone());
-            }
-        }
-    })
-    .await?;
-    let _ = connection.close(200, "show done".into()).await;
+    let found = find(&args.broker, &args.id).await?;
     let Some(letter) = found else {
         eprintln!("quern dlq show: no dead letter with message id or job id `{}`", args.id);
         return Ok(ExitCode::from(NOT_FOUND));
@@ -63,6 +51,26 @@ pub async fn run(args: ShowArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The dead letter whose message id or body's job id is `id`, read without removing anything (every message goes
+/// back to its place).
+pub async fn find(broker: &quern_config::BrokerArgs, id: &str) -> anyhow::Result<Option<DeadLetter>> {
+    let connection = super::connect(broker).await?;
+    let now = now_ms();
+    let mut found: Option<DeadLetter> = None;
+    let read = read_all(&connection, &broker.topology, |letter| {
+        if found.is_none() {
+            let view = LetterView::new(letter, now);
+            if view.message_id.as_deref() == Some(id) || view.job_id.as_deref() == Some(id) {
+                found = Some(letter.clone());
+            }
+        }
+    })
+    .await;
+    let _ = connection.close(200, "show done".into()).await;
+    read?;
+    Ok(found)
+}
+
 /// Prints `key: value` lines; times in ms get their RFC 3339 form, continuation lines are indented.
 fn print_object(value: &Value) -> anyhow::Result<()> {
     for (key, value) in value.as_object().into_iter().flatten() {
@@ -75,7 +83,7 @@ fn print_object(value: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn properties_json(p: &BasicProperties) -> Value {
+pub fn properties_json(p: &BasicProperties) -> Value {
     let mut out = Map::new();
     let mut put = |key: &str, value: Option<Value>| {
         if let Some(value) = value {
@@ -98,7 +106,7 @@ fn properties_json(p: &BasicProperties) -> Value {
     Value::Object(out)
 }
 
-fn table_json(table: &FieldTable) -> Value {
+pub fn table_json(table: &FieldTable) -> Value {
     Value::Object(table.inner().iter().map(|(k, v)| (k.as_str().to_owned(), amqp_json(v))).collect())
 }
 

@@ -6,14 +6,12 @@
 //! given back goes to the tail of a RabbitMQ 3.x quorum queue, so stopping early would put the messages read
 //! so far behind the unread ones (see `quern_queue::dead_letters`).
 
-use std::process::ExitCode;
-
 use quern_core::Topology;
 use quern_queue::dead_letters::{DeadLetter, DeadLetterScan};
 use quern_queue::lapin::Connection;
 
 use super::args::ActArgs;
-use super::report::{self, note_release, Summary};
+use super::report::{note_release, Summary};
 use super::view::{now_ms, LetterView};
 
 /// What a run does with each selected message. `replay` and `purge` implement it, so the loop here knows
@@ -38,19 +36,19 @@ pub trait SweepAction {
     }
 }
 
-/// One whole run: sweeps with `action`, closes `connection`, then prints the summary and the audit line (`options`
-/// describes the flags) and turns the result into the exit status.
-pub async fn run<A: SweepAction>(
+/// Sweeps with `action` and closes `connection`; returns what the run did (`options` describes the flags, for the
+/// audit line) and whether it ran to its end. The console calls this too, so both act through the same loop.
+pub async fn execute<A: SweepAction>(
     connection: Connection,
     topology: &Topology,
     args: &ActArgs,
     options: String,
     mut action: A,
-) -> anyhow::Result<ExitCode> {
+) -> (Summary, anyhow::Result<()>) {
     let mut summary = Summary::new(A::VERB, args.dry_run, options);
     let result = sweep(&connection, topology, args, &mut action, &mut summary).await;
     let _ = connection.close(200, format!("{} done", A::VERB).as_str().into()).await;
-    report::finish(summary, result, args.json)
+    (summary, result)
 }
 
 /// Runs `action` over the dead-letter queue of `topology`, counting into `summary`. The held messages are given
