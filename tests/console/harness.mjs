@@ -351,11 +351,13 @@ async function waitForLine(process_, pattern, what, { from = 'output', timeoutMs
 /**
  * The Rust fake embedding server with the tests' dimension, on `port` (0: a free one). With `rejectMarker` it
  * answers 400 to any input containing that text, as a provider's content policy would: a job that can never be
- * embedded as it is, which the worker dead-letters at once with reason `embedding_rejected`.
+ * embedded as it is, which the worker dead-letters at once with reason `embedding_rejected`. With `throttleRate`
+ * (0..1) it answers that fraction of requests 429 with Retry-After: 1.
  */
-export async function startFakeEmbedder({ port = 0, rejectMarker } = {}) {
+export async function startFakeEmbedder({ port = 0, rejectMarker, throttleRate } = {}) {
   const args = ['--port', String(port), '--dim', String(TEST_DIM)];
   if (rejectMarker) args.push('--reject-marker', rejectMarker);
+  if (throttleRate) args.push('--throttle-rate', String(throttleRate));
   const process_ = startProcess('fake embedder', binary('quern-fake-embedder'), args);
   // It prints `quern-fake-embedder listening on http://127.0.0.1:PORT (dim N)` once bound.
   const match = await waitForLine(process_, /listening on (http:\/\/\S+)/, 'the fake embedder did not start', {
@@ -517,6 +519,7 @@ export class World {
     this.db = await createDatabase();
     this.embedder = await this.startEmbedder({
       rejectMarker: this.options.rejectMarker,
+      throttleRate: this.options.throttleRate,
       port: this.options.embedderPort,
     });
     this.worker = await startWorker({ prefix: this.prefix, databaseUrl: this.db.url, embeddingUrl: this.embedder.url });
