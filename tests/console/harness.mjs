@@ -407,7 +407,7 @@ export async function startWorker({ prefix, databaseUrl: dbUrl, embeddingUrl }) 
   return { ...process_, metricsUrl: `${base}/metrics`, readyzUrl: `${base}/readyz` };
 }
 
-/** The `quern console` arguments of the contract (docs: /tmp/notes/console-contract.md at the time of writing). */
+/** The `quern console` arguments the tests start it with (README, "The console: `quern console`"). */
 export function consoleArgs({ listen = '127.0.0.1:0', prefix, databaseUrl: dbUrl, metricsUrls, refresh = '60s' }) {
   return [
     'console',

@@ -155,7 +155,9 @@ pub(crate) fn queue_names(topology: &Topology, tiers: &[Duration]) -> Vec<String
     names
 }
 
-async fn read_queues(broker: &BrokerArgs, names: &[String]) -> anyhow::Result<Vec<QueueDepth>> {
+/// Each named queue's depth and consumers, on a connection of its own, bounded by [`BROKER_TIMEOUT`] (the console's
+/// overview reads them the same way).
+pub(crate) async fn read_queues(broker: &BrokerArgs, names: &[String]) -> anyhow::Result<Vec<QueueDepth>> {
     let read = async {
         let connection = quern_queue::connect(broker.url()?.expose_secret(), "quern status").await?;
         let depths = queue_depths(&connection, names).await;

@@ -8,24 +8,21 @@ use anyhow::anyhow;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
-use quern_queue::depth::{queue_depths, QueueDepth};
+use quern_queue::depth::QueueDepth;
 use quern_store::{JobOverview, SegmentsStatus, ThroughputMinute};
-use secrecy::ExposeSecret;
 
 use super::chart;
 use super::layout::{self, Tab};
 use super::scrape::{self, EmbeddingFigures, Recent, WorkerScrape};
 use super::Console;
 
-/// Longest wait for RabbitMQ to connect and answer every passive declare.
-const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The throughput chart's span.
 const THROUGHPUT_WINDOW: Duration = Duration::from_secs(chart::MINUTES as u64 * 60);
 
 pub async fn page(State(console): State<Arc<Console>>) -> Response {
     let prefix = console.broker.topology.prefix().to_owned();
     let (queues, jobs, throughput, segments, workers) = tokio::join!(
-        read_queues(&console),
+        crate::commands::status::read_queues(&console.broker, &console.queue_names),
         console.store.job_overview(console.window, &prefix),
         console.store.throughput(THROUGHPUT_WINDOW, &prefix),
         console.store.segments_status(),
@@ -70,18 +67,6 @@ pub async fn page(State(console): State<Arc<Console>>) -> Response {
         }
     };
     layout::page("Overview", Tab::Overview, Some(console.refresh), body).into_response()
-}
-
-async fn read_queues(console: &Console) -> anyhow::Result<Vec<QueueDepth>> {
-    let read = async {
-        let connection = quern_queue::connect(console.broker.url()?.expose_secret(), "quern console").await?;
-        let depths = queue_depths(&connection, &console.queue_names).await;
-        let _ = connection.close(200, "console read".into()).await;
-        Ok(depths?)
-    };
-    tokio::time::timeout(BROKER_TIMEOUT, read)
-        .await
-        .map_err(|_| anyhow!("RabbitMQ did not answer within {} s", BROKER_TIMEOUT.as_secs()))?
 }
 
 fn queues_table(queues: &[QueueDepth]) -> Markup {
