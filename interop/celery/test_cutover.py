@@ -50,7 +50,10 @@ def test_a_30_percent_cut_over_sends_about_30_percent_of_documents_to_quern_stic
     with Producer(AMQP_URL, queue_prefix=prefix, cutover_percent=30, legacy=legacy) as producer:
         first = {d: producer.enqueue(collection, d, f"version 1 of {d}") for d in ids}
         to_quern = {d for d, result in first.items() if isinstance(result, str)}
-        assert 50 <= len(to_quern) <= 70, f"{len(to_quern)} of 200 at 30%"
+        # The collection is new each run, so the count is binomial(200, 0.3): 60 with a standard deviation of 6.5.
+        # 50..70 (1.5 deviations) failed about one run in eight; 34..86 is four deviations either side. The exact
+        # split is the next assertion's.
+        assert 34 <= len(to_quern) <= 86, f"{len(to_quern)} of 200 at 30%"
         assert to_quern == {d for d in ids if goes_to_quern(collection, d, 30)}
 
         def settled(expected_quern: set[str], expected_legacy: set[str]) -> bool:
