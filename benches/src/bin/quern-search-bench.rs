@@ -15,7 +15,7 @@ use pgvector::Vector;
 use quern_core::Job;
 use quern_store::{
     ChunkRow, DocumentChange, DocumentCommit, DocumentState, JobVersion, Maintainer, SegmentPolicy, SegmentState,
-    Store, VectorStorage,
+    Store, StoreConfig, VectorStorage,
 };
 use quern_testkit::TestDatabase;
 use serde_json::json;
@@ -48,15 +48,27 @@ struct Args {
     #[arg(long, conflicts_with = "no_baseline")]
     no_segments: bool,
     /// `hnsw.ef_search` values to measure, comma-separated; 0 is Quern's default (`quern search` without
-    /// `--ef-search`: 40 for k = 10 shared out among the indexed segments, at least k each).
+    /// `--ef-search`: `quern_store::default_ef_search`, which grows with the largest indexed segment).
     #[arg(long, value_delimiter = ',', default_value = "0,10,20,40")]
     ef_search: Vec<u32>,
     /// How both layouts store vectors: `vector` or `halfvec`.
     #[arg(long, default_value_t = VectorStorage::default())]
     vector_storage: VectorStorage,
-    /// Keep the two databases (their names are printed), e.g. to look at plans.
+    /// `maintenance_work_mem` of every build and merge (e.g. 4GB), as the worker's `--maintenance-work-mem`.
+    /// Default: what each graph needs, up to 1 GB; the single index of 1,000,000 rows needs about 2 GB, and its
+    /// build slows down several times past what it is given.
+    #[arg(long, value_name = "SIZE")]
+    maintenance_work_mem: Option<String>,
+    /// Keep the two databases (their names are printed), e.g. to look at plans or to measure them again.
     #[arg(long)]
     keep_databases: bool,
+    /// Measure the segmented layout in this database, loaded by an earlier run with the same `--rows`, `--dim`
+    /// and `--clusters` (`--keep-databases` printed its URL), instead of loading a new one. It is left as it is.
+    #[arg(long, value_name = "URL")]
+    segments_database: Option<String>,
+    /// The same for the single-index layout.
+    #[arg(long, value_name = "URL")]
+    baseline_database: Option<String>,
 }
 
 /// Deterministic vectors in clusters: each is a random unit centroid plus Gaussian noise of norm about 0.7 (so a
@@ -222,12 +234,18 @@ async fn run_layout(
     data: &[Vec<f32>],
     queries: &[Vec<f32>],
     exact: &[Vec<usize>],
-    dim: usize,
     policy: Option<SegmentPolicy>,
+    loaded: Option<&str>,
     args: &Args,
 ) -> anyhow::Result<Measured> {
+    if let Some(url) = loaded {
+        eprintln!("quern-search-bench: {label}: measuring the rows an earlier run loaded into {url}");
+        let store = Store::connect(&StoreConfig::new(url.to_owned()))?;
+        store.migrate_with_storage(args.dim, args.vector_storage).await?;
+        return measure_layout(label, &store, queries, exact, args, 0.0, 0.0).await;
+    }
     eprintln!("quern-search-bench: loading {} rows, {label}", data.len());
-    let db = TestDatabase::create_with_storage(dim, args.vector_storage).await;
+    let db = TestDatabase::create_with_storage(args.dim, args.vector_storage).await;
     let store = db.store();
     let started = Instant::now();
     let maintenance_seconds;
@@ -242,8 +260,14 @@ async fn run_layout(
             // Everything in the hot segment, then one seal and one build: a single table with one HNSW index.
             load(&store, data, None).await?;
             let built = Instant::now();
-            let mut maintainer =
-                Maintainer::new(store.clone(), SegmentPolicy { seal_rows: u64::MAX, ..SegmentPolicy::default() });
+            let mut maintainer = Maintainer::new(
+                store.clone(),
+                SegmentPolicy {
+                    seal_rows: u64::MAX,
+                    maintenance_work_mem: args.maintenance_work_mem.clone(),
+                    ..SegmentPolicy::default()
+                },
+            );
             maintainer.seal_now().await?;
             maintainer.run_until_idle().await?;
             maintainer.release().await;
@@ -256,6 +280,25 @@ async fn run_layout(
     let client = db.client().await;
     client.batch_execute("VACUUM ANALYZE quern_chunks").await?;
     client.batch_execute("CHECKPOINT").await?;
+    let measured = measure_layout(label, &store, queries, exact, args, maintenance_seconds, load_seconds).await?;
+    if args.keep_databases {
+        eprintln!("  {label}: database kept: {}", db.url);
+    } else {
+        db.drop_database().await;
+    }
+    Ok(measured)
+}
+
+/// The segments' sizes, then recall and latency at every `--ef-search`.
+async fn measure_layout(
+    label: &str,
+    store: &Store,
+    queries: &[Vec<f32>],
+    exact: &[Vec<usize>],
+    args: &Args,
+    maintenance_seconds: f64,
+    load_seconds: f64,
+) -> anyhow::Result<Measured> {
     let status = store.segments_status().await?;
     let segments = status.segments.iter().filter(|s| s.rows > 0).count();
     let hnsw_bytes: u64 = status.segments.iter().filter_map(|s| s.index.as_ref()).map(|i| i.size_bytes).sum();
@@ -274,15 +317,13 @@ async fn run_layout(
         status.segments.iter().all(|s| s.state != SegmentState::Sealed),
         "a sealed segment was left without its index"
     );
+    eprintln!("  {label}: the default ef_search for k = 10 is {}", store.search_ef_search(10).await?);
     let mut by_ef = Vec::new();
     for &ef in &args.ef_search {
-        let (recall, p50, p95) = measure(&store, queries, exact, ef).await?;
+        let (recall, p50, p95) = measure(store, queries, exact, ef).await?;
+        // As it goes: a layout of 1,000,000 rows takes an hour before the table at the end.
+        eprintln!("  {label}: ef_search {ef}: recall@10 {recall:.3}, p50 {p50:.2} ms, p95 {p95:.2} ms");
         by_ef.push((ef, recall, p50, p95));
-    }
-    if args.keep_databases {
-        eprintln!("  {label}: database kept: {}", db.url);
-    } else {
-        db.drop_database().await;
     }
     Ok(Measured { by_ef, segments, maintenance_seconds, load_seconds, table_bytes, hnsw_bytes })
 }
@@ -301,17 +342,29 @@ async fn main() -> anyhow::Result<()> {
         computing.elapsed().as_secs_f64()
     );
 
-    let policy =
-        SegmentPolicy { seal_rows: args.segment_rows, merge_factor: args.merge_factor, ..SegmentPolicy::default() };
+    let policy = SegmentPolicy {
+        seal_rows: args.segment_rows,
+        merge_factor: args.merge_factor,
+        maintenance_work_mem: args.maintenance_work_mem.clone(),
+        ..SegmentPolicy::default()
+    };
     let segmented = if args.no_segments {
         None
     } else {
-        Some(run_layout("segments", &data, &queries, &exact, args.dim, Some(policy), &args).await.context("segments")?)
+        Some(
+            run_layout("segments", &data, &queries, &exact, Some(policy), args.segments_database.as_deref(), &args)
+                .await
+                .context("segments")?,
+        )
     };
     let baseline = if args.no_baseline {
         None
     } else {
-        Some(run_layout("one index", &data, &queries, &exact, args.dim, None, &args).await.context("baseline")?)
+        Some(
+            run_layout("one index", &data, &queries, &exact, None, args.baseline_database.as_deref(), &args)
+                .await
+                .context("baseline")?,
+        )
     };
     let report = |m: &Measured| {
         json!({

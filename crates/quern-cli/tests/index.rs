@@ -62,6 +62,8 @@ async fn status_shows_segments_and_create_seals_and_indexes_them() {
     assert_eq!(fresh["builds"], serde_json::json!([]), "{fresh}");
     assert_eq!(fresh["maintainer_pid"], Value::Null, "{fresh}");
     assert_eq!(fresh["chunk_rows"], 0, "{fresh}");
+    // One indexed segment: it keeps the 40 candidates of a k = 10 search alone.
+    assert_eq!(fresh["search_ef_search"], serde_json::json!({"k": 10, "ef_search": 40}), "{fresh}");
 
     db.insert_random_chunks(500, TEST_DIM).await;
     let loaded = status_json(&db).await;
@@ -112,6 +114,40 @@ async fn status_shows_segments_and_create_seals_and_indexes_them() {
     assert!(second.status.success(), "{second:?}");
     assert!(stdout(&second).starts_with("nothing left to do"), "{}", stdout(&second));
     assert_eq!(status_json(&db).await["segments"], after["segments"], "left as it was");
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_the_search_width_growing_with_the_largest_segment() {
+    let db = TestDatabase::create(TEST_DIM).await;
+    db.insert_random_chunks(300, TEST_DIM).await;
+    let created = quern(&db, &["index", "create", "--seal"]).await;
+    assert!(created.status.success(), "{created:?}");
+    let client = db.client().await;
+    let indexed: i64 = client
+        .query_one("SELECT count(*) FROM quern_segments WHERE state = 'indexed'", &[])
+        .await
+        .expect("count the indexed segments")
+        .get(0);
+    assert!(indexed >= 1, "the sealed segment was indexed");
+    let status = status_json(&db).await;
+    // 40 candidates shared out among the indexed segments, at least k = 10 each.
+    let shared = 40_u64.div_ceil(indexed as u64);
+    assert_eq!(status["search_ef_search"]["ef_search"], shared.max(10), "{status}");
+
+    // The rows the segment was sealed with are what a search reads: 2,000,000 of them widen it to one candidate
+    // per 5,000 rows.
+    client
+        .execute("UPDATE quern_segments SET row_count = 2000000 WHERE segment = 2", &[])
+        .await
+        .expect("pretend segment 2 is large");
+    let status = status_json(&db).await;
+    assert_eq!(status["search_ef_search"]["ef_search"], 400, "{status}");
+    let text = stdout(&quern(&db, &["index", "status"]).await);
+    assert!(
+        text.contains("quern search -k 10 keeps 400 candidates per indexed segment (hnsw.ef_search; --ef-search"),
+        "{text}"
+    );
     db.drop_database().await;
 }
 

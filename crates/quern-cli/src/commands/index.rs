@@ -105,15 +105,19 @@ pub async fn run(command: IndexCommand) -> anyhow::Result<ExitCode> {
 async fn show_status(database: &DatabaseArgs, as_json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::connect(&database.store_config()?)?;
     let status = store.segments_status().await.context("reading the segments")?;
+    let ef_search = store.search_ef_search(SHOWN_K).await.context("reading the segments")?;
     if as_json {
-        outln!("{}", status_json(&status))?;
+        outln!("{}", status_json(&status, ef_search))?;
     } else {
-        print_status(&status)?;
+        print_status(&status, ef_search)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn status_json(status: &SegmentsStatus) -> serde_json::Value {
+/// The `k` of the search whose `hnsw.ef_search` the status shows: `quern search`'s most common.
+const SHOWN_K: usize = 10;
+
+fn status_json(status: &SegmentsStatus, ef_search: u32) -> serde_json::Value {
     let segments: Vec<_> = status
         .segments
         .iter()
@@ -149,10 +153,11 @@ fn status_json(status: &SegmentsStatus) -> serde_json::Value {
         "maintainer_pid": status.maintainer_pid,
         "chunk_rows": status.chunk_rows,
         "storage": status.storage.type_name(),
+        "search_ef_search": {"k": SHOWN_K, "ef_search": ef_search},
     })
 }
 
-fn print_status(status: &SegmentsStatus) -> anyhow::Result<()> {
+fn print_status(status: &SegmentsStatus, ef_search: u32) -> anyhow::Result<()> {
     let header = ["segment", "state", "rows", "size", "since", "index"].map(String::from);
     let mut table = vec![header];
     table.extend(status.segments.iter().map(|segment| segment_row(segment, &status.builds)));
@@ -189,7 +194,11 @@ fn print_status(status: &SegmentsStatus) -> anyhow::Result<()> {
         Some(pid) => outln!("maintenance lease: held by backend pid {pid}")?,
         None => outln!("no worker holds the maintenance lease: nothing seals, indexes or merges segments")?,
     }
-    outln!("chunks: {} (stored as {})", status.chunk_rows, status.storage)
+    outln!("chunks: {} (stored as {})", status.chunk_rows, status.storage)?;
+    outln!(
+        "quern search -k {SHOWN_K} keeps {ef_search} candidates per indexed segment (hnsw.ef_search; --ef-search \
+         overrides it)"
+    )
 }
 
 /// One line of the status table: segment, state, rows, size, since, index.

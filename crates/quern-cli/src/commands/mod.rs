@@ -27,7 +27,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             status::run(&broker, &database, job_id, json, &window, &retry_tiers).await
         }
         Command::Search { database, embedding, query, collection, k, ef_search, json } => {
-            let ef_search = ef_search.unwrap_or_else(|| quern_store::default_ef_search(k as usize));
             search::run(&database, &embedding, &query, &collection, k as usize, ef_search, json).await
         }
         Command::Dlq { command } => dlq::run(command).await,

@@ -16,7 +16,7 @@ pub async fn run(
     query: &str,
     collection: &str,
     k: usize,
-    ef_search: u32,
+    ef_search: Option<u32>,
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
     let client = EmbeddingClient::new(&embedding.client_config()?)?;
@@ -27,7 +27,11 @@ pub async fn run(
         .pop()
         .context("the embedding API returned no vector")?;
     let store = Store::connect(&database.store_config()?)?;
-    let hits = store.search_with_ef(collection, pgvector::Vector::from(vector), k, ef_search).await?;
+    let vector = pgvector::Vector::from(vector);
+    let hits = match ef_search {
+        Some(ef_search) => store.search_with_ef(collection, vector, k, ef_search).await?,
+        None => store.search(collection, vector, k).await?,
+    };
     if as_json {
         let results: Vec<_> = hits
             .iter()
