@@ -48,7 +48,7 @@ struct Args {
     #[arg(long, conflicts_with = "no_baseline")]
     no_segments: bool,
     /// `hnsw.ef_search` values to measure, comma-separated; 0 is Quern's default (`quern search` without
-    /// `--ef-search`: `quern_store::default_ef_search`, which grows with the largest indexed segment).
+    /// `--ef-search`: `quern_store::default_ef_search` for each indexed segment, growing with its rows).
     #[arg(long, value_delimiter = ',', default_value = "0,10,20,40")]
     ef_search: Vec<u32>,
     /// How both layouts store vectors: `vector` or `halfvec`.
@@ -317,7 +317,11 @@ async fn measure_layout(
         status.segments.iter().all(|s| s.state != SegmentState::Sealed),
         "a sealed segment was left without its index"
     );
-    eprintln!("  {label}: the default ef_search for k = 10 is {}", store.search_ef_search(10).await?);
+    let widths = store.search_widths(10).await?;
+    eprintln!(
+        "  {label}: the default ef_search for k = 10, by indexed segment: {}",
+        widths.iter().map(|w| format!("{}:{}", w.segment, w.ef_search)).collect::<Vec<_>>().join(" ")
+    );
     let mut by_ef = Vec::new();
     for &ef in &args.ef_search {
         let (recall, p50, p95) = measure(store, queries, exact, ef).await?;

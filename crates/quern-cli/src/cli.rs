@@ -109,8 +109,8 @@ pub enum Command {
         #[arg(short = 'k', long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
         k: u32,
         /// Candidates each indexed segment's HNSW scan keeps (hnsw.ef_search, 1..=1000): more means better recall
-        /// and slower searches. Default: 2k (at least 40) shared out among the indexed segments, at least k each, and
-        /// one per 5,000 rows of the largest segment (`quern index status` shows it).
+        /// and slower searches. Default: each segment its own, 2k (at least 40) shared out among the indexed
+        /// segments, at least k, and one per 5,000 rows of that segment (`quern index status` shows each).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
         ef_search: Option<u32>,
         /// Print JSON instead of a table.

@@ -64,6 +64,8 @@ async fn status_shows_segments_and_create_seals_and_indexes_them() {
     assert_eq!(fresh["chunk_rows"], 0, "{fresh}");
     // One indexed segment: it keeps the 40 candidates of a k = 10 search alone.
     assert_eq!(fresh["search_ef_search"], serde_json::json!({"k": 10, "ef_search": 40}), "{fresh}");
+    assert_eq!(first["search_ef_search"], 40, "{fresh}");
+    assert_eq!(hot["search_ef_search"], Value::Null, "{fresh}");
 
     db.insert_random_chunks(500, TEST_DIM).await;
     let loaded = status_json(&db).await;
@@ -118,34 +120,49 @@ async fn status_shows_segments_and_create_seals_and_indexes_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_shows_the_search_width_growing_with_the_largest_segment() {
+async fn status_shows_each_segments_search_width_growing_with_its_rows() {
     let db = TestDatabase::create(TEST_DIM).await;
-    db.insert_random_chunks(300, TEST_DIM).await;
-    let created = quern(&db, &["index", "create", "--seal"]).await;
-    assert!(created.status.success(), "{created:?}");
-    let client = db.client().await;
-    let indexed: i64 = client
-        .query_one("SELECT count(*) FROM quern_segments WHERE state = 'indexed'", &[])
-        .await
-        .expect("count the indexed segments")
-        .get(0);
-    assert!(indexed >= 1, "the sealed segment was indexed");
+    // Two indexed segments of 300 rows (2 and 3), each sealed and indexed by `index create --seal`.
+    for first in [1, 301] {
+        db.insert_random_chunks_from(first, 300, TEST_DIM).await;
+        let created = quern(&db, &["index", "create", "--seal"]).await;
+        assert!(created.status.success(), "{created:?}");
+    }
     let status = status_json(&db).await;
-    // 40 candidates shared out among the indexed segments, at least k = 10 each.
-    let shared = 40_u64.div_ceil(indexed as u64);
-    assert_eq!(status["search_ef_search"]["ef_search"], shared.max(10), "{status}");
+    let indexed: Vec<&Value> =
+        status["segments"].as_array().unwrap().iter().filter(|segment| segment["state"] == "indexed").collect();
+    assert!(indexed.len() >= 2, "{status}");
+    // 40 candidates shared out among the indexed segments, at least k = 10 each; none for the hot segment,
+    // which is scanned exactly.
+    let shared = 40_u64.div_ceil(indexed.len() as u64).max(10);
+    for segment in &indexed {
+        assert_eq!(segment["search_ef_search"], shared, "{status}");
+    }
+    let hot = status["segments"].as_array().unwrap().iter().find(|segment| segment["state"] == "hot").unwrap();
+    assert_eq!(hot["search_ef_search"], Value::Null, "{status}");
+    assert_eq!(status["search_ef_search"]["ef_search"], shared, "{status}");
 
-    // The rows the segment was sealed with are what a search reads: 2,000,000 of them widen it to one candidate
-    // per 5,000 rows.
+    // The rows a segment was sealed with are what a search reads: 2,000,000 of them widen its own scan to one
+    // candidate per 5,000 rows, and leave the other segment's as it was.
+    let client = db.client().await;
     client
         .execute("UPDATE quern_segments SET row_count = 2000000 WHERE segment = 2", &[])
         .await
         .expect("pretend segment 2 is large");
     let status = status_json(&db).await;
-    assert_eq!(status["search_ef_search"]["ef_search"], 400, "{status}");
+    assert_eq!(segment(&status, 2)["search_ef_search"], 400, "{status}");
+    assert_eq!(segment(&status, 3)["search_ef_search"], shared, "{status}");
+    assert_eq!(status["search_ef_search"], serde_json::json!({"k": 10, "ef_search": 400}), "{status}");
     let text = stdout(&quern(&db, &["index", "status"]).await);
+    let line = |id: &str| {
+        text.lines().find(|line| line.trim_start().starts_with(id)).unwrap_or_else(|| panic!("{id}: {text}"))
+    };
+    assert!(line("2 ").ends_with("), 400 candidates"), "{text}");
+    assert!(line("3 ").ends_with(&format!("), {shared} candidates")), "{text}");
     assert!(
-        text.contains("quern search -k 10 keeps 400 candidates per indexed segment (hnsw.ef_search; --ef-search"),
+        text.contains(
+            "quern search -k 10 keeps the candidates shown in each indexed segment (hnsw.ef_search, up to 400;"
+        ),
         "{text}"
     );
     db.drop_database().await;

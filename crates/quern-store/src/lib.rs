@@ -39,5 +39,5 @@ pub use maintenance::{Maintainer, MaintenanceStep, Sealer};
 pub use overview::{DeadReason, JobOverview, ThroughputMinute};
 pub use pool::{Store, StoreConfig};
 pub use retention::{PruneHistory, PruneReport, PruneRun, Pruner, RetentionPolicy};
-pub use search::{default_ef_search, SearchHit, ROWS_PER_CANDIDATE};
+pub use search::{default_ef_search, SearchHit, SegmentSearchWidth, ROWS_PER_CANDIDATE};
 pub use segments::{Segment, SegmentBuild, SegmentIndex, SegmentPolicy, SegmentState, SegmentsStatus};

@@ -1,8 +1,11 @@
-//! Nearest chunks of a collection by cosine distance: each indexed segment through its HNSW index, the hot and
-//! sealed ones by an exact scan, merged by Postgres.
+//! Nearest chunks of a collection by cosine distance: each indexed segment through its own HNSW scan, as wide as
+//! that segment needs, and the hot and sealed segments by one exact scan; the results merged here.
+
+use std::future::Future;
+use std::pin::Pin;
 
 use pgvector::Vector;
-use tokio_postgres::GenericClient;
+use tokio_postgres::{GenericClient, IsolationLevel, Row};
 
 use crate::{Store, StoreError};
 
@@ -19,23 +22,49 @@ pub struct SearchHit {
     pub score: f64,
 }
 
+/// How widely a search reads one indexed segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentSearchWidth {
+    /// The segment.
+    pub segment: i64,
+    /// Its rows as `quern_segments` records them (when sealed or merged).
+    pub rows: u64,
+    /// The candidates its HNSW scan keeps (`hnsw.ef_search`).
+    pub ef_search: u32,
+}
+
+/// Each indexed segment's scan: its rows, nearest first (a prepared statement, so that the requests of all the
+/// segments go out together; planned for each segment's id, so that only that segment is read).
+const INDEXED_SEGMENT_SCAN: &str = "
+    SELECT document_id, chunk_index, content, 1 - (embedding <=> $2::vector) AS score
+    FROM quern_chunks WHERE collection = $1 AND segment = $4
+    ORDER BY embedding <=> $2::vector LIMIT $3";
+
+/// The segments without a usable index (the hot one, sealed ones), scanned exactly in one statement: every
+/// segment but those read through their index.
+const EXACT_SCAN: &str = "
+    SELECT document_id, chunk_index, content, 1 - (embedding <=> $2::vector) AS score
+    FROM quern_chunks WHERE collection = $1 AND segment <> ALL($4::bigint[])
+    ORDER BY embedding <=> $2::vector LIMIT $3";
+
+type RowsFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>>;
+
 impl Store {
     /// The `k` chunks of `collection` nearest to `query`, each indexed segment's HNSW scan keeping
-    /// [`default_ef_search`] candidates: the segments' share of `2k` (at least 40 in all), at least `k`, and more
-    /// as the largest segment grows, since a graph of more rows needs a wider search for the same recall
-    /// (measured: see the README, "Segments").
+    /// [`default_ef_search`] candidates for its size: a graph of more rows needs a wider search for the same
+    /// recall, and a small one far fewer (measured: see the README, "Segments").
     pub async fn search(&self, collection: &str, query: Vector, k: usize) -> Result<Vec<SearchHit>, StoreError> {
         self.search_with(collection, query, k, None).await
     }
 
-    /// The `hnsw.ef_search` [`Store::search`] uses now for `k` chunks ([`default_ef_search`] of the indexed
-    /// segments).
-    pub async fn search_ef_search(&self, k: usize) -> Result<u32, StoreError> {
+    /// The `hnsw.ef_search` of each indexed segment's scan in [`Store::search`] for `k` chunks now
+    /// ([`default_ef_search`]), largest segment first.
+    pub async fn search_widths(&self, k: usize) -> Result<Vec<SegmentSearchWidth>, StoreError> {
         let client = self.client().await?;
-        read_default_ef_search(&**client, k).await
+        read_search_widths(&**client, k, None).await
     }
 
-    /// [`Store::search`] with `ef_search` candidates kept by each indexed segment's HNSW scan (1..=1000): more
+    /// [`Store::search`] with `ef_search` candidates kept by every indexed segment's HNSW scan (1..=1000): more
     /// means better recall and slower searches.
     pub async fn search_with_ef(
         &self,
@@ -54,38 +83,57 @@ impl Store {
         k: usize,
         ef_search: Option<u32>,
     ) -> Result<Vec<SearchHit>, StoreError> {
-        let limit = i64::try_from(k.clamp(1, 1000)).unwrap_or(1000);
+        let k = k.clamp(1, 1000);
+        let limit = k as i64;
         self.timed("search", async {
             let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(StoreError::db("begin"))?;
-            let ef_search = match ef_search {
-                Some(ef) => ef.clamp(1, 1000),
-                None => read_default_ef_search(&*tx, k).await?,
-            };
-            // Each indexed segment's HNSW scan returns its ef_search nearest rows before the collection filter;
-            // iterative scans (pgvector 0.8) keep scanning until `k` rows pass the filter. Strict order, because
-            // Postgres merges the segments' ordered scans (Merge Append) and would stop early on a late row.
-            tx.query_one(
-                "SELECT set_config('hnsw.iterative_scan', 'strict_order', true),
-                        set_config('hnsw.ef_search', $1, true)",
-                &[&ef_search.to_string()],
+            // One snapshot for every segment's statement, so that a document re-ingested meanwhile is found once,
+            // in one version. The lock comes first (LOCK takes no snapshot; the next statement does): a merge's
+            // swap detaches its source segments under an exclusive lock, so it waits until this search ends, or
+            // this search waits for it and then sees the merged segment in place of its sources, never both or
+            // neither. Writers and builds do not conflict with it.
+            let tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(StoreError::db("begin"))?;
+            // Iterative scans (pgvector 0.8) keep scanning until `k` rows pass the collection filter; strict
+            // order, so that the LIMIT takes the nearest. Custom plans: each statement is planned for its
+            // segment ids, so that the partitions it does not read are pruned before it runs.
+            tx.batch_execute(
+                "LOCK TABLE quern_chunks IN ACCESS SHARE MODE;
+                 SET LOCAL hnsw.iterative_scan = strict_order;
+                 SET LOCAL plan_cache_mode = force_custom_plan",
             )
             .await
             .map_err(StoreError::db("configure search"))?;
-            let rows = tx
-                .query(
-                    // `$2::vector`: with half-precision storage the column is `halfvec`, and the query vector
-                    // is cast to it (an implicit cast), so the segments' indexes still order the scan.
-                    "SELECT document_id, chunk_index, content, 1 - (embedding <=> $2::vector) AS score
-                     FROM quern_chunks WHERE collection = $1
-                     ORDER BY embedding <=> $2::vector LIMIT $3",
-                    &[&collection, &query, &limit],
-                )
-                .await
-                .map_err(StoreError::db("search"))?;
+            let widths = read_search_widths(&*tx, k, ef_search).await?;
+            let indexed_scan = tx.prepare_cached(INDEXED_SEGMENT_SCAN).await.map_err(StoreError::db("search"))?;
+            let exact_scan = tx.prepare_cached(EXACT_SCAN).await.map_err(StoreError::db("search"))?;
+            let settings: Vec<String> =
+                widths.iter().map(|width| format!("SET LOCAL hnsw.ef_search = {}", width.ef_search)).collect();
+            let indexed: Vec<i64> = widths.iter().map(|width| width.segment).collect();
+            // All requests pipelined on the connection: tokio-postgres sends each when its future is first
+            // polled, and `try_join_all` polls them in order, so each segment's `SET` precedes its scan.
+            let (tx_ref, query, indexed_ref) = (&tx, &query, &indexed);
+            let (indexed_scan, exact_scan) = (&indexed_scan, &exact_scan);
+            let mut requests: Vec<RowsFuture<'_>> = Vec::with_capacity(2 * widths.len() + 1);
+            for (setting, segment) in settings.iter().zip(indexed_ref) {
+                requests.push(Box::pin(async move { tx_ref.batch_execute(setting).await.map(|()| Vec::new()) }));
+                requests.push(Box::pin(async move {
+                    tx_ref.query(indexed_scan, &[&collection, query, &limit, segment]).await
+                }));
+            }
+            requests.push(Box::pin(async move {
+                tx_ref.query(exact_scan, &[&collection, query, &limit, indexed_ref]).await
+            }));
+            let results = futures::future::try_join_all(requests).await.map_err(StoreError::db("search"))?;
             tx.commit().await.map_err(StoreError::db("commit"))?;
-            let mut hits: Vec<SearchHit> = rows
+            let mut hits: Vec<SearchHit> = results
                 .iter()
+                .flatten()
                 .map(|row| SearchHit {
                     document_id: row.get(0),
                     chunk_index: row.get(1),
@@ -93,44 +141,62 @@ impl Store {
                     score: row.get(3),
                 })
                 .collect();
-            // Sorted again so that callers never depend on the plan's order.
             hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+            hits.truncate(k);
             Ok(hits)
         })
         .await
     }
 }
 
-/// [`default_ef_search`] of the indexed segments as `quern_segments` records them. Their `row_count` is the rows
-/// when sealed or merged: deletes since then make it an upper bound, the safe side for recall, and reading it
-/// costs nothing like counting.
-async fn read_default_ef_search(client: &impl GenericClient, k: usize) -> Result<u32, StoreError> {
-    let segments = client
-        .query_one("SELECT count(*), coalesce(max(row_count), 0) FROM quern_segments WHERE state = 'indexed'", &[])
+/// The indexed segments as `quern_segments` records them, each with `ef_search` or else [`default_ef_search`]
+/// for its size, largest first. Their `row_count` is the rows when sealed or merged: deletes since then make it
+/// an upper bound, the safe side for recall, and reading it costs nothing like counting.
+async fn read_search_widths(
+    client: &impl GenericClient,
+    k: usize,
+    ef_search: Option<u32>,
+) -> Result<Vec<SegmentSearchWidth>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT segment, row_count FROM quern_segments WHERE state = 'indexed'
+             ORDER BY row_count DESC, segment",
+            &[],
+        )
         .await
         .map_err(StoreError::db("read the indexed segments"))?;
-    let indexed = usize::try_from(segments.get::<_, i64>(0)).unwrap_or(0);
-    Ok(default_ef_search(k, indexed, u64::try_from(segments.get::<_, i64>(1)).unwrap_or(0)))
+    let indexed = rows.len();
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let rows = u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
+            let ef_search = match ef_search {
+                Some(ef) => ef.clamp(1, 1000),
+                None => default_ef_search(k, indexed, rows),
+            };
+            SegmentSearchWidth { segment: row.get(0), rows, ef_search }
+        })
+        .collect())
 }
 
-/// Rows of the largest indexed segment per candidate its scan keeps by default: one in 5,000. A query's true
-/// neighbours hide among more look-alikes in a larger graph, so the search must widen with it; measured at
-/// 1,000,000 generated vectors, where the largest segment holds 512,000 rows (README, "Segments").
+/// Rows of an indexed segment per candidate its scan keeps by default: one in 5,000. A query's true neighbours
+/// hide among more look-alikes in a larger graph, so the search must widen with it; measured at 1,000,000
+/// generated vectors, where the largest segment holds 512,000 rows (README, "Segments").
 pub const ROWS_PER_CANDIDATE: u64 = 5_000;
 
-/// `hnsw.ef_search` of [`Store::search`] when `indexed_segments` segments are read through their HNSW index, the
-/// largest holding `largest_segment_rows`: the largest of
+/// `hnsw.ef_search` of [`Store::search`] in an indexed segment of `segment_rows` rows when `indexed_segments`
+/// segments are read through their HNSW index: the largest of
 /// - twice `k` (at least pgvector's default of 40) shared out among the indexed segments, since together their
-///   candidates decide the recall and each scan's cost grows with its own;
-/// - `k`, so that one segment alone can fill the page;
-/// - one candidate per [`ROWS_PER_CANDIDATE`] rows of the largest segment;
+///   candidates decide the recall of a small table;
+/// - `k`, so that the segment alone can fill the page;
+/// - one candidate per [`ROWS_PER_CANDIDATE`] rows of the segment;
 ///
-/// and at most 1,000 (pgvector's maximum). One value for every segment: `hnsw.ef_search` is a setting of the
-/// statement, and one statement merges the segments' ordered scans.
-pub fn default_ef_search(k: usize, indexed_segments: usize, largest_segment_rows: u64) -> u32 {
+/// and at most 1,000 (pgvector's maximum). Each segment its own: the small ones of a large table need far fewer
+/// candidates than its largest.
+pub fn default_ef_search(k: usize, indexed_segments: usize, segment_rows: u64) -> u32 {
     let k = k.clamp(1, 1000) as u64;
     let shared = (2 * k).max(40).div_ceil(indexed_segments.max(1) as u64);
-    let by_size = largest_segment_rows.div_ceil(ROWS_PER_CANDIDATE);
+    let by_size = segment_rows.div_ceil(ROWS_PER_CANDIDATE);
     u32::try_from(shared.max(k).max(by_size).min(1000)).unwrap_or(1000)
 }
 

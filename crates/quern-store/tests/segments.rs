@@ -1,8 +1,11 @@
 //! Chunk segments against a real Postgres with pgvector: writes land in the hot segment and are found at once; the
 //! life cycle (seal, bulk build, tiered merge) keeps every chunk searchable and queries on the indexes; deletes made
 //! during a merge stay deleted; a maintainer killed mid-build is replaced; the lease admits one maintainer; and
-//! migration 4 converts a filled single table in place; half-precision storage goes through the same life cycle.
+//! migration 4 converts a filled single table in place; half-precision storage goes through the same life cycle;
+//! a search reads every segment once, also while maintenance seals, builds and swaps merges in.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -465,5 +468,94 @@ async fn a_store_in_a_schema_of_its_own_has_its_own_tables_and_lease() {
 
     let bad = StoreConfig { schema: Some("Robert'); DROP".into()), ..StoreConfig::new(db.url.clone()) };
     assert!(Store::connect(&bad).unwrap_err().to_string().contains("must be 1-63 lower-case letters"));
+    db.drop_database().await;
+}
+
+/// Document ids `doc-i` for `range`, sorted as strings.
+fn documents(range: std::ops::Range<usize>) -> Vec<String> {
+    let mut ids: Vec<String> = range.map(|i| format!("doc-{i}")).collect();
+    ids.sort();
+    ids
+}
+
+/// Document ids of `hits`, sorted, asserting that none appears twice and that the nearest come first.
+fn distinct_documents(hits: &[quern_store::SearchHit]) -> Vec<String> {
+    assert!(hits.windows(2).all(|pair| pair[0].score >= pair[1].score), "nearest first: {hits:?}");
+    let mut ids: Vec<String> = hits.iter().map(|hit| hit.document_id.clone()).collect();
+    ids.sort();
+    let count = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "a document found twice: {hits:?}");
+    ids
+}
+
+#[tokio::test]
+async fn a_search_reads_every_segment_once_and_keeps_the_nearest_k() {
+    let db = TestDatabase::create(TEST_DIM).await;
+    let store = db.store();
+    // Two indexed segments of 40 rows (no merge: a factor of 4) and 5 rows in the hot segment.
+    let mut maintainer = Maintainer::new(store.clone(), SegmentPolicy { merge_factor: 4, ..policy(40) });
+    write_documents(&store, 0, 40).await;
+    maintainer.run_until_idle().await.unwrap();
+    write_documents(&store, 40, 40).await;
+    maintainer.run_until_idle().await.unwrap();
+    write_documents(&store, 80, 5).await;
+    assert_eq!(
+        layout(&store).await,
+        vec![(2, SegmentState::Indexed, 40), (3, SegmentState::Indexed, 40), (4, SegmentState::Hot, 5)]
+    );
+    let widths = store.search_widths(10).await.unwrap();
+    assert_eq!(widths.iter().map(|w| (w.segment, w.rows, w.ef_search)).collect::<Vec<_>>(), [(2, 40, 20), (3, 40, 20)]);
+
+    // Asked for more than there are: every chunk, from both indexes and the exact scan, each once.
+    let query = axis_vector(41);
+    let all = store.search("docs", query.clone(), 1000).await.unwrap();
+    assert_eq!(distinct_documents(&all), documents(0..85));
+    // Asked for 7: the 7 nearest of them all, wherever they are stored (by score: the test vectors tie).
+    let scores =
+        |hits: &[quern_store::SearchHit]| hits.iter().map(|h| (h.score * 1e6).round() as i64).collect::<Vec<_>>();
+    let nearest = store.search("docs", query.clone(), 7).await.unwrap();
+    assert_eq!(scores(&nearest), scores(&all[..7]), "{nearest:?}");
+    assert_eq!(nearest[0].document_id, "doc-41");
+    // A fixed width for every segment finds the same.
+    let fixed = store.search_with_ef("docs", query, 7, 5).await.unwrap();
+    assert_eq!(scores(&fixed), scores(&all[..7]), "{fixed:?}");
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_during_seals_builds_and_merge_swaps_find_every_chunk_once() {
+    let db = TestDatabase::create(TEST_DIM).await;
+    let store = db.store();
+    let mut maintainer = Maintainer::new(store.clone(), policy(20));
+    let mut searched = 0;
+    for round in 0..6 {
+        write_documents(&store, round * 20, 20).await;
+        let expected = documents(0..(round + 1) * 20);
+        // Searches run back to back while the maintainer seals, builds, merges and swaps.
+        let done = Arc::new(AtomicBool::new(false));
+        let searcher = {
+            let (store, done, expected) = (store.clone(), done.clone(), expected.clone());
+            tokio::spawn(async move {
+                let mut count = 0;
+                loop {
+                    let stop = done.load(Ordering::Acquire);
+                    let hits = store.search("docs", axis_vector(count % 100), 1000).await.expect("search");
+                    assert_eq!(distinct_documents(&hits), expected, "search {count} of round {round}");
+                    count += 1;
+                    if stop {
+                        return count;
+                    }
+                }
+            })
+        };
+        let steps = maintainer.run_until_idle().await.unwrap();
+        assert!(steps.iter().any(|step| matches!(step, MaintenanceStep::Sealed { .. })), "{steps:?}");
+        done.store(true, Ordering::Release);
+        searched += searcher.await.expect("the searches found every chunk once");
+    }
+    let merged = layout(&store).await.iter().filter(|s| s.1 == SegmentState::Indexed).count();
+    assert!(merged < 6, "six sealed segments were merged: {:?}", layout(&store).await);
+    assert!(searched >= 6, "{searched}");
     db.drop_database().await;
 }

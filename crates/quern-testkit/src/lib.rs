@@ -106,12 +106,18 @@ impl TestDatabase {
     /// Inserts `count` one-chunk documents `doc-1`..`doc-<count>` of collection `docs` with random vectors of
     /// `dimension`, straight into the tables (no worker): enough rows for index and search tests.
     pub async fn insert_random_chunks(&self, count: i32, dimension: usize) {
+        self.insert_random_chunks_from(1, count, dimension).await;
+    }
+
+    /// [`TestDatabase::insert_random_chunks`] numbered from `first`: `doc-<first>`..`doc-<first + count - 1>`.
+    pub async fn insert_random_chunks_from(&self, first: i32, count: i32, dimension: usize) {
         let client = self.client().await;
+        let last = first + count - 1;
         client
             .execute(
                 "INSERT INTO quern_documents (collection, document_id, content_sha256, chunk_count, embedding_model)
-                 SELECT 'docs', 'doc-' || i, 'sha', 1, 'test-model' FROM generate_series(1, $1::int4) AS i",
-                &[&count],
+                 SELECT 'docs', 'doc-' || i, 'sha', 1, 'test-model' FROM generate_series($1::int4, $2::int4) AS i",
+                &[&first, &last],
             )
             .await
             .expect("insert documents");
@@ -120,9 +126,9 @@ impl TestDatabase {
             "INSERT INTO quern_chunks (collection, document_id, chunk_index, content, content_sha256, embedding)
              SELECT 'docs', 'doc-' || i, 0, 'chunk ' || i, 'sha',
                     (SELECT array_agg(random() - 0.5) FROM generate_series(1, {dimension}) WHERE i > 0)::vector
-             FROM generate_series(1, $1::int4) AS i"
+             FROM generate_series($1::int4, $2::int4) AS i"
         );
-        client.execute(&chunks, &[&count]).await.expect("insert chunks");
+        client.execute(&chunks, &[&first, &last]).await.expect("insert chunks");
     }
 
     /// Chunk rows beyond one per (collection, document_id, chunk_index): 0 unless something wrote a chunk twice.

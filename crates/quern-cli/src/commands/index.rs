@@ -11,7 +11,7 @@ use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use quern_config::DatabaseArgs;
 use quern_store::{
     segments::segment_table, HnswParams, InvalidSetting, Maintainer, MaintenanceStep, Segment, SegmentBuild,
-    SegmentPolicy, SegmentState, SegmentsStatus, Store,
+    SegmentPolicy, SegmentSearchWidth, SegmentState, SegmentsStatus, Store,
 };
 use serde_json::json;
 
@@ -105,19 +105,29 @@ pub async fn run(command: IndexCommand) -> anyhow::Result<ExitCode> {
 async fn show_status(database: &DatabaseArgs, as_json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::connect(&database.store_config()?)?;
     let status = store.segments_status().await.context("reading the segments")?;
-    let ef_search = store.search_ef_search(SHOWN_K).await.context("reading the segments")?;
+    let widths = store.search_widths(SHOWN_K).await.context("reading the segments")?;
     if as_json {
-        outln!("{}", status_json(&status, ef_search))?;
+        outln!("{}", status_json(&status, &widths))?;
     } else {
-        print_status(&status, ef_search)?;
+        print_status(&status, &widths)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The `k` of the search whose `hnsw.ef_search` the status shows: `quern search`'s most common.
+/// The `k` of the search whose `hnsw.ef_search` the status shows: recall@10 is what the README measures.
 const SHOWN_K: usize = 10;
 
-fn status_json(status: &SegmentsStatus, ef_search: u32) -> serde_json::Value {
+/// The `hnsw.ef_search` of `segment`'s scan in a search for [`SHOWN_K`] chunks, if it is read through its index.
+fn ef_search_of(widths: &[SegmentSearchWidth], segment: i64) -> Option<u32> {
+    widths.iter().find(|width| width.segment == segment).map(|width| width.ef_search)
+}
+
+/// The widest scan's `hnsw.ef_search`: what one statement over the whole table needs for the same recall.
+fn widest(widths: &[SegmentSearchWidth]) -> u32 {
+    widths.iter().map(|width| width.ef_search).max().unwrap_or(0)
+}
+
+fn status_json(status: &SegmentsStatus, widths: &[SegmentSearchWidth]) -> serde_json::Value {
     let segments: Vec<_> = status
         .segments
         .iter()
@@ -134,6 +144,7 @@ fn status_json(status: &SegmentsStatus, ef_search: u32) -> serde_json::Value {
                     "definition": index.definition,
                 })),
                 "merged_from": segment.merged_from,
+                "search_ef_search": ef_search_of(widths, segment.id),
                 "created_at": segment.created_at.to_rfc3339(),
                 "sealed_at": segment.sealed_at.map(|at| at.to_rfc3339()),
                 "indexed_at": segment.indexed_at.map(|at| at.to_rfc3339()),
@@ -153,15 +164,15 @@ fn status_json(status: &SegmentsStatus, ef_search: u32) -> serde_json::Value {
         "maintainer_pid": status.maintainer_pid,
         "chunk_rows": status.chunk_rows,
         "storage": status.storage.type_name(),
-        "search_ef_search": {"k": SHOWN_K, "ef_search": ef_search},
+        "search_ef_search": {"k": SHOWN_K, "ef_search": widest(widths)},
     })
 }
 
-fn print_status(status: &SegmentsStatus, ef_search: u32) -> anyhow::Result<()> {
+fn print_status(status: &SegmentsStatus, widths: &[SegmentSearchWidth]) -> anyhow::Result<()> {
     let header = ["segment", "state", "rows", "size", "since", "index"].map(String::from);
     let mut table = vec![header];
-    table.extend(status.segments.iter().map(|segment| segment_row(segment, &status.builds)));
-    let widths: Vec<usize> =
+    table.extend(status.segments.iter().map(|segment| segment_row(segment, &status.builds, widths)));
+    let column_widths: Vec<usize> =
         (0..6).map(|column| table.iter().map(|row| row[column].chars().count()).max().unwrap_or(0)).collect();
     for row in &table {
         // Numbers right-aligned, words left-aligned; the last column unpadded.
@@ -173,11 +184,11 @@ fn print_status(status: &SegmentsStatus, ef_search: u32) -> anyhow::Result<()> {
             row[3],
             row[4],
             row[5],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-            w3 = widths[3],
-            w4 = widths[4],
+            w0 = column_widths[0],
+            w1 = column_widths[1],
+            w2 = column_widths[2],
+            w3 = column_widths[3],
+            w4 = column_widths[4],
         );
         outln!("{}", line.trim_end())?;
     }
@@ -196,13 +207,14 @@ fn print_status(status: &SegmentsStatus, ef_search: u32) -> anyhow::Result<()> {
     }
     outln!("chunks: {} (stored as {})", status.chunk_rows, status.storage)?;
     outln!(
-        "quern search -k {SHOWN_K} keeps {ef_search} candidates per indexed segment (hnsw.ef_search; --ef-search \
-         overrides it)"
+        "quern search -k {SHOWN_K} keeps the candidates shown in each indexed segment (hnsw.ef_search, up to {}; \
+         --ef-search sets one value for all)",
+        widest(widths)
     )
 }
 
 /// One line of the status table: segment, state, rows, size, since, index.
-fn segment_row(segment: &Segment, builds: &[SegmentBuild]) -> [String; 6] {
+fn segment_row(segment: &Segment, builds: &[SegmentBuild], widths: &[SegmentSearchWidth]) -> [String; 6] {
     let building = builds.iter().any(|build| build.table == segment_table(segment.id));
     // When it entered its current state.
     let since = match segment.state {
@@ -211,7 +223,12 @@ fn segment_row(segment: &Segment, builds: &[SegmentBuild]) -> [String; 6] {
         SegmentState::Indexed => segment.indexed_at.or(segment.sealed_at),
     };
     let mut index = match (&segment.index, segment.state) {
-        (Some(index), _) if index.valid => format!("{} ({})", index.name, HumanBytes(index.size_bytes)),
+        (Some(index), _) if index.valid => match ef_search_of(widths, segment.id) {
+            Some(ef_search) => {
+                format!("{} ({}), {ef_search} candidates", index.name, HumanBytes(index.size_bytes))
+            }
+            None => format!("{} ({})", index.name, HumanBytes(index.size_bytes)),
+        },
         (Some(index), _) if building => format!("{}: being built", index.name),
         (Some(index), _) => format!("{}: INVALID, left by an interrupted build (the next one replaces it)", index.name),
         (None, SegmentState::Hot) => "none: searched exactly".to_string(),
