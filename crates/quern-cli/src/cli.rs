@@ -110,7 +110,7 @@ pub enum Command {
         k: u32,
         /// Candidates each indexed segment's HNSW scan keeps (hnsw.ef_search, 1..=1000): more means better recall
         /// and slower searches. Default: each segment its own, 2k (at least 40) shared out among the indexed
-        /// segments, at least k, and one per 5,000 rows of that segment (`quern index status` shows each).
+        /// segments, at least k, and one per 3,000 rows of that segment (`quern index status` shows each).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
         ef_search: Option<u32>,
         /// Print JSON instead of a table.

@@ -143,25 +143,25 @@ async fn status_shows_each_segments_search_width_growing_with_its_rows() {
     assert_eq!(status["search_ef_search"]["ef_search"], shared, "{status}");
 
     // The rows a segment was sealed with are what a search reads: 2,000,000 of them widen its own scan to one
-    // candidate per 5,000 rows, and leave the other segment's as it was.
+    // candidate per 3,000 rows, and leave the other segment's as it was.
     let client = db.client().await;
     client
         .execute("UPDATE quern_segments SET row_count = 2000000 WHERE segment = 2", &[])
         .await
         .expect("pretend segment 2 is large");
     let status = status_json(&db).await;
-    assert_eq!(segment(&status, 2)["search_ef_search"], 400, "{status}");
+    assert_eq!(segment(&status, 2)["search_ef_search"], 667, "{status}");
     assert_eq!(segment(&status, 3)["search_ef_search"], shared, "{status}");
-    assert_eq!(status["search_ef_search"], serde_json::json!({"k": 10, "ef_search": 400}), "{status}");
+    assert_eq!(status["search_ef_search"], serde_json::json!({"k": 10, "ef_search": 667}), "{status}");
     let text = stdout(&quern(&db, &["index", "status"]).await);
     let line = |id: &str| {
         text.lines().find(|line| line.trim_start().starts_with(id)).unwrap_or_else(|| panic!("{id}: {text}"))
     };
-    assert!(line("2 ").ends_with("), 400 candidates"), "{text}");
+    assert!(line("2 ").ends_with("), 667 candidates"), "{text}");
     assert!(line("3 ").ends_with(&format!("), {shared} candidates")), "{text}");
     assert!(
         text.contains(
-            "quern search -k 10 keeps the candidates shown in each indexed segment (hnsw.ef_search, up to 400;"
+            "quern search -k 10 keeps the candidates shown in each indexed segment (hnsw.ef_search, up to 667;"
         ),
         "{text}"
     );
